@@ -1,0 +1,186 @@
+// vlcache.h: the public C API of vlcache_native.
+//
+// Two handles: vlc_model (weights + vocabulary, immutable after load, may be shared
+// between threads) and vlc_session (KV cache, scratch, position; one thread at a time).
+// Every fallible call returns a vlc_status (0 ok, > 0 soft result, < 0 error) and writes
+// results through out-parameters; vlc_last_error() then holds a thread-local message that
+// names the function and the offending value. The library never exits or aborts on bad
+// input. Params structs are filled by their *_params_init(); NULL params mean defaults.
+// Whatever *_load / *_create returns is released by the matching *_free; *_free(NULL) is
+// a no-op.
+//
+// The block between VLC_CDEF_BEGIN and VLC_CDEF_END is read by the Python package and
+// handed to cffi as is (after removing VLC_API), so it holds only typedefs, enums,
+// structs, prototypes, comments and integer #defines.
+#ifndef VLCACHE_H
+#define VLCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#    define VLC_API __declspec(dllexport)
+#else
+#    define VLC_API __attribute__((visibility("default")))
+#endif
+
+// VLC_CDEF_BEGIN
+#define VLC_ABI_VERSION 1
+
+typedef enum vlc_status {
+    VLC_STATUS_OK               =  0,
+    VLC_STATUS_BUFFER_TOO_SMALL =  1, // soft: the out-count holds the size needed
+    VLC_STATUS_INVALID_ARG      = -1, // a caller value is out of range (token id, size, NULL)
+    VLC_STATUS_IO               = -2, // file missing or unreadable
+    VLC_STATUS_FORMAT           = -3, // file is not a valid GGUF / model (truncated, corrupt, missing key)
+    VLC_STATUS_UNSUPPORTED      = -4, // valid file, but an architecture / type we do not run
+    VLC_STATUS_OOM              = -5, // allocation failed
+    VLC_STATUS_CONTEXT_FULL     = -6, // the tokens do not fit in the session's context
+    VLC_STATUS_CUDA             = -7, // CUDA runtime error
+    VLC_STATUS_INTERNAL         = -8  // a bug: please report
+} vlc_status;
+
+// Element types; the values are ggml's type ids, as stored in GGUF files.
+typedef enum vlc_type {
+    VLC_TYPE_F32  = 0,
+    VLC_TYPE_F16  = 1,
+    VLC_TYPE_BF16 = 30
+} vlc_type;
+
+typedef struct vlc_model   vlc_model;
+typedef struct vlc_session vlc_session;
+typedef struct vlc_sampler vlc_sampler;
+
+typedef struct vlc_model_params {
+    int32_t vocab_only;   // 1 = load only the tokenizer (no weights are bound)
+} vlc_model_params;
+
+typedef struct vlc_session_params {
+    int32_t n_ctx;        // tokens the KV cache holds; 0 = the model's training context
+    int32_t n_batch;      // most tokens per forward chunk (sizes the scratch); 0 = 512
+    int32_t n_threads;    // worker threads; 0 = all online cores
+    int32_t type_kv;      // VLC_TYPE_F16 (default) or VLC_TYPE_F32
+} vlc_session_params;
+
+// Hyperparameters of a loaded model, as read from its GGUF.
+typedef struct vlc_model_info {
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;
+    int32_t n_ff;
+    float   rope_freq_base;
+    float   rope_freq_scale;  // 1 / linear scaling factor; 1 = none
+    float   rms_eps;
+    int32_t bos_id;           // -1 = none
+    int32_t eos_id;           // -1 = none
+    int32_t add_bos;          // tokenizer.ggml.add_bos_token
+    int32_t tied_embeddings;  // 1 when output.weight is absent and token_embd is reused
+    int32_t weight_type;      // vlc_type of the attention/FFN weights (first layer's wq)
+    int64_t n_params;         // elements in all tensors
+    uint64_t weight_bytes;    // bytes of all tensors in the file
+} vlc_model_info;
+
+typedef struct vlc_sampler_params {
+    float    temperature;     // <= 0: greedy (argmax)
+    int32_t  top_k;           // <= 0: off
+    float    top_p;           // >= 1: off
+    float    min_p;           // <= 0: off
+    float    repeat_penalty;  // 1: off; llama.cpp rule (divide positive logits, multiply negative)
+    int32_t  repeat_last_n;   // tokens of history the penalty looks at; 0 = off, -1 = up to 65536
+    uint64_t seed;            // RNG seed; the same seed and inputs give the same tokens
+} vlc_sampler_params;
+
+typedef struct vlc_session_stats {
+    int32_t n_past;           // tokens in the KV cache
+    int32_t n_ctx;
+    uint64_t kv_bytes;        // bytes the KV allocator holds now
+    double  prefill_ms;       // summed over prefill calls since create / reset
+    int32_t n_prefill_tokens;
+    double  decode_ms;
+    int32_t n_decode_tokens;
+} vlc_session_stats;
+
+// ---- library
+VLC_API int32_t      vlc_abi_version(void);            // == VLC_ABI_VERSION of the build
+VLC_API const char * vlc_build_info(void);             // backends and compiler, static string
+VLC_API const char * vlc_status_str(vlc_status status); // "VLC_STATUS_FORMAT", static string
+VLC_API const char * vlc_last_error(void);             // this thread's last message, "" if none
+VLC_API void         vlc_clear_error(void);
+VLC_API int32_t      vlc_n_cpus(void);                 // online cores
+VLC_API size_t       vlc_model_params_size(void);      // sizeof checks for the bindings
+VLC_API size_t       vlc_session_params_size(void);
+VLC_API size_t       vlc_model_info_size(void);
+VLC_API size_t       vlc_sampler_params_size(void);
+VLC_API size_t       vlc_session_stats_size(void);
+
+// ---- model
+VLC_API void       vlc_model_params_init(vlc_model_params * params);
+// Maps the GGUF at path and binds its tensors. On failure *out is NULL and nothing leaks.
+VLC_API vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vlc_model ** out);
+VLC_API void       vlc_model_free(vlc_model * model);
+VLC_API void       vlc_model_get_info(const vlc_model * model, vlc_model_info * out);
+// A string metadata value, NUL-terminated, owned by the model; NULL when the key is
+// absent or not a string.
+VLC_API const char * vlc_model_meta_str(const vlc_model * model, const char * key);
+
+// ---- tokenizer
+// Tokenizes text_len bytes of text. Writes at most cap ids; *n_out gets the count needed.
+// Returns VLC_STATUS_BUFFER_TOO_SMALL (and writes nothing useful) when cap < *n_out.
+// parse_special: control tokens written in the text (e.g. "<s>") become their ids.
+VLC_API vlc_status vlc_tokenize(const vlc_model * model, const char * text, int32_t text_len,
+                                int32_t add_bos, int32_t parse_special,
+                                int32_t * tokens, int32_t cap, int32_t * n_out);
+// The bytes of one token (a byte token gives its single byte; control tokens give their
+// text only if special != 0). Same buffer rule as vlc_tokenize.
+VLC_API vlc_status vlc_token_to_piece(const vlc_model * model, int32_t token, int32_t special,
+                                      char * buf, int32_t cap, int32_t * n_out);
+// Text of a token sequence (UTF-8 bytes, not NUL-terminated). Drops a leading BOS and the
+// leading space SentencePiece adds, like llama.cpp / Hugging Face decode.
+VLC_API vlc_status vlc_detokenize(const vlc_model * model, const int32_t * tokens, int32_t n_tokens,
+                                  int32_t remove_special, int32_t unparse_special,
+                                  char * buf, int32_t cap, int32_t * n_out);
+VLC_API int32_t    vlc_token_is_eog(const vlc_model * model, int32_t token); // 1 = ends generation
+
+// ---- session
+VLC_API void       vlc_session_params_init(vlc_session_params * params);
+VLC_API vlc_status vlc_session_create(vlc_model * model, const vlc_session_params * params, vlc_session ** out);
+VLC_API void       vlc_session_free(vlc_session * session);
+VLC_API void       vlc_session_reset(vlc_session * session);     // empties the KV cache
+VLC_API int32_t    vlc_session_n_past(const vlc_session * session);
+VLC_API void       vlc_session_get_stats(const vlc_session * session, vlc_session_stats * out);
+// Runs n_tokens tokens at positions n_past .. n_past+n_tokens-1 and appends them to the KV
+// cache. logits ([n_logit_rows, n_vocab], may be NULL when n_logit_rows is 0) receives the
+// logits of the last n_logit_rows positions (1 = last, n_tokens = all). Token ids out of
+// range give VLC_STATUS_INVALID_ARG and too many tokens VLC_STATUS_CONTEXT_FULL; in both
+// cases the session is unchanged. Other errors leave n_past unchanged.
+VLC_API vlc_status vlc_session_prefill(vlc_session * session, const int32_t * tokens, int32_t n_tokens,
+                                       float * logits, int32_t n_logit_rows);
+// One token at position n_past; logits ([n_vocab]) may be NULL. Same failure rules.
+VLC_API vlc_status vlc_session_decode(vlc_session * session, int32_t token, float * logits);
+// Logits of the last position run, [n_vocab], borrowed: valid until the next call on the
+// session; NULL before the first prefill.
+VLC_API const float * vlc_session_logits(const vlc_session * session);
+
+// ---- sampler (independent of the model; feed it logits)
+VLC_API void       vlc_sampler_params_init(vlc_sampler_params * params);
+VLC_API vlc_status vlc_sampler_create(const vlc_sampler_params * params, vlc_sampler ** out);
+VLC_API void       vlc_sampler_free(vlc_sampler * sampler);
+VLC_API void       vlc_sampler_reset(vlc_sampler * sampler);                 // forget history, reseed
+VLC_API void       vlc_sampler_accept(vlc_sampler * sampler, int32_t token); // add to the penalty history
+// Picks a token from logits [n_vocab] (not modified). Does not accept it.
+VLC_API vlc_status vlc_sampler_sample(vlc_sampler * sampler, const float * logits, int32_t n_vocab, int32_t * out);
+// VLC_CDEF_END
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // VLCACHE_H

@@ -1,0 +1,288 @@
+// api.c: the public entry points of vlcache.h. Checks arguments, owns the model and
+// session structs, and delegates to gguf.c, tokenizer.c, model.c and text.c. Nothing
+// here computes; everything here validates before anything changes, so a failed call
+// leaves its handle as it was.
+#include "error.h"
+#include "gguf.h"
+#include "model.h"
+#include "tokenizer.h"
+
+#include <string.h>
+#include <time.h>
+
+struct vlc_session {
+    vlc_model *       model;
+    vlc_text_state *  text;
+    vlc_session_stats stats;  // timings; n_past / n_ctx / kv_bytes are filled on read
+};
+
+// ---------------------------------------------------------------------------
+// library
+
+int32_t vlc_abi_version(void) { return VLC_ABI_VERSION; }
+
+const char * vlc_build_info(void) {
+    return "vlcache_native CPU"
+#if defined(__VERSION__)
+           " (cc " __VERSION__ ")"
+#endif
+        ;
+}
+
+size_t vlc_model_params_size(void)   { return sizeof(vlc_model_params); }
+size_t vlc_session_params_size(void) { return sizeof(vlc_session_params); }
+size_t vlc_model_info_size(void)     { return sizeof(vlc_model_info); }
+size_t vlc_sampler_params_size(void) { return sizeof(vlc_sampler_params); }
+size_t vlc_session_stats_size(void)  { return sizeof(vlc_session_stats); }
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec * 1e-6;
+}
+
+// ---------------------------------------------------------------------------
+// model
+
+void vlc_model_params_init(vlc_model_params * p) {
+    memset(p, 0, sizeof(*p));
+}
+
+vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vlc_model ** out) {
+    VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    VLC_CHECK(path != NULL, VLC_STATUS_INVALID_ARG, "path is NULL");
+    vlc_model_params p;
+    vlc_model_params_init(&p);
+    if (params) {
+        p = *params;
+    }
+
+    vlc_model * m = calloc(1, sizeof(*m));
+    VLC_CHECK(m != NULL, VLC_STATUS_OOM, "cannot allocate the model struct");
+    m->vocab_only = p.vocab_only != 0;
+
+    vlc_status st = vlc_gguf_open(path, &m->gguf);
+    if (st == VLC_STATUS_OK) {
+        st = vlc_vocab_load(m->gguf, &m->vocab);
+    }
+    if (st == VLC_STATUS_OK && !m->vocab_only) {
+        st = vlc_text_model_init(m);
+    }
+    if (st == VLC_STATUS_OK && !m->vocab_only) {
+        int32_t n_vocab = vlc_vocab_n_tokens(m->vocab);
+        if (n_vocab != m->hp.n_vocab) {
+            st = VLC_ERR(VLC_STATUS_FORMAT, "'%s': the tokenizer has %d tokens but the model has %d rows of logits",
+                         path, n_vocab, m->hp.n_vocab);
+        }
+    }
+    if (st != VLC_STATUS_OK) {
+        vlc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return VLC_STATUS_OK;
+}
+
+void vlc_model_free(vlc_model * m) {
+    if (!m) {
+        return;
+    }
+    vlc_text_model_free(m);
+    vlc_vocab_free(m->vocab);
+    vlc_gguf_close(m->gguf);
+    for (int64_t i = 0; i < m->n_meta_cache; i++) {
+        free(m->meta_cache[i]);
+    }
+    free(m->meta_cache);
+    free(m);
+}
+
+void vlc_model_get_info(const vlc_model * m, vlc_model_info * out) {
+    memset(out, 0, sizeof(*out));
+    out->n_vocab         = vlc_vocab_n_tokens(m->vocab);
+    out->bos_id          = vlc_vocab_bos(m->vocab);
+    out->eos_id          = vlc_vocab_eos(m->vocab);
+    out->add_bos         = vlc_vocab_add_bos(m->vocab);
+    for (int64_t i = 0; i < m->gguf->n_tensors; i++) {
+        const vlc_gguf_tensor * t = &m->gguf->tensors[i];
+        out->n_params     += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+        out->weight_bytes += t->nbytes;
+    }
+    if (m->vocab_only) {
+        return;
+    }
+    out->n_ctx_train     = m->hp.n_ctx_train;
+    out->n_embd          = m->hp.n_embd;
+    out->n_layer         = m->hp.n_layer;
+    out->n_head          = m->hp.n_head;
+    out->n_head_kv       = m->hp.n_head_kv;
+    out->head_dim        = m->hp.head_dim;
+    out->n_ff            = m->hp.n_ff;
+    out->rope_freq_base  = m->hp.rope_freq_base;
+    out->rope_freq_scale = m->hp.rope_freq_scale;
+    out->rms_eps         = m->hp.rms_eps;
+    out->tied_embeddings = m->tied_embeddings;
+    out->weight_type     = m->hp.n_layer > 0 ? (int32_t) m->layers[0].wq.type : (int32_t) m->tok_embd.type;
+}
+
+const char * vlc_model_meta_str(const vlc_model * m_const, const char * key) {
+    vlc_model * m = (vlc_model *) m_const;  // the cache is logically const (a memo)
+    const vlc_gguf_kv * kv = key ? vlc_gguf_find_kv(m->gguf, key) : NULL;
+    if (!kv || kv->type != VLC_GGUF_STRING) {
+        return NULL;
+    }
+    char * s = malloc(kv->strs[0].len + 1);
+    char ** cache = realloc(m->meta_cache, (size_t) (m->n_meta_cache + 1) * sizeof(char *));
+    if (!s || !cache) {
+        free(s);
+        if (cache) {
+            m->meta_cache = cache;
+        }
+        return NULL;
+    }
+    memcpy(s, kv->strs[0].data, kv->strs[0].len);
+    s[kv->strs[0].len] = '\0';
+    m->meta_cache = cache;
+    m->meta_cache[m->n_meta_cache++] = s;
+    return s;
+}
+
+// ---------------------------------------------------------------------------
+// tokenizer
+
+vlc_status vlc_tokenize(const vlc_model * m, const char * text, int32_t text_len, int32_t add_bos,
+                        int32_t parse_special, int32_t * tokens, int32_t cap, int32_t * n_out) {
+    VLC_CHECK(m && n_out, VLC_STATUS_INVALID_ARG, "model or n_out is NULL");
+    VLC_CHECK(text || text_len == 0, VLC_STATUS_INVALID_ARG, "text is NULL");
+    VLC_CHECK(text_len >= 0, VLC_STATUS_INVALID_ARG, "text_len = %d", text_len);
+    VLC_CHECK(tokens || cap == 0, VLC_STATUS_INVALID_ARG, "tokens is NULL with cap = %d", cap);
+    return vlc_vocab_tokenize(m->vocab, text, (size_t) text_len, add_bos, parse_special, tokens, cap, n_out);
+}
+
+static vlc_status check_token(const vlc_model * m, int32_t token) {
+    int32_t n_vocab = vlc_vocab_n_tokens(m->vocab);
+    VLC_CHECK(token >= 0 && token < n_vocab, VLC_STATUS_INVALID_ARG,
+              "token id %d is out of range [0, %d)", token, n_vocab);
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_token_to_piece(const vlc_model * m, int32_t token, int32_t special, char * buf,
+                              int32_t cap, int32_t * n_out) {
+    VLC_CHECK(m && n_out, VLC_STATUS_INVALID_ARG, "model or n_out is NULL");
+    VLC_CHECK(buf || cap == 0, VLC_STATUS_INVALID_ARG, "buf is NULL with cap = %d", cap);
+    VLC_TRY(check_token(m, token));
+    return vlc_vocab_token_to_piece(m->vocab, token, special, buf, cap, n_out);
+}
+
+vlc_status vlc_detokenize(const vlc_model * m, const int32_t * tokens, int32_t n_tokens,
+                          int32_t remove_special, int32_t unparse_special, char * buf, int32_t cap,
+                          int32_t * n_out) {
+    VLC_CHECK(m && n_out, VLC_STATUS_INVALID_ARG, "model or n_out is NULL");
+    VLC_CHECK(n_tokens >= 0 && (tokens || n_tokens == 0), VLC_STATUS_INVALID_ARG, "n_tokens = %d", n_tokens);
+    VLC_CHECK(buf || cap == 0, VLC_STATUS_INVALID_ARG, "buf is NULL with cap = %d", cap);
+    for (int32_t i = 0; i < n_tokens; i++) {
+        VLC_TRY(check_token(m, tokens[i]));
+    }
+    return vlc_vocab_detokenize(m->vocab, tokens, n_tokens, remove_special, unparse_special, buf, cap, n_out);
+}
+
+int32_t vlc_token_is_eog(const vlc_model * m, int32_t token) {
+    return vlc_vocab_is_eog(m->vocab, token);
+}
+
+// ---------------------------------------------------------------------------
+// session
+
+void vlc_session_params_init(vlc_session_params * p) {
+    memset(p, 0, sizeof(*p));
+    p->n_batch = 512;
+    p->type_kv = VLC_TYPE_F16;
+}
+
+vlc_status vlc_session_create(vlc_model * m, const vlc_session_params * params, vlc_session ** out) {
+    VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    VLC_CHECK(m != NULL, VLC_STATUS_INVALID_ARG, "model is NULL");
+    VLC_CHECK(!m->vocab_only, VLC_STATUS_INVALID_ARG, "the model was loaded with vocab_only: it has no weights to run");
+    vlc_session_params p;
+    vlc_session_params_init(&p);
+    if (params) {
+        p = *params;
+    }
+    vlc_session * s = calloc(1, sizeof(*s));
+    VLC_CHECK(s != NULL, VLC_STATUS_OOM, "cannot allocate the session struct");
+    s->model = m;
+    vlc_status st = vlc_text_state_create(m, &p, &s->text);
+    if (st != VLC_STATUS_OK) {
+        free(s);
+        return st;
+    }
+    *out = s;
+    return VLC_STATUS_OK;
+}
+
+void vlc_session_free(vlc_session * s) {
+    if (!s) {
+        return;
+    }
+    vlc_text_state_free(s->text);
+    free(s);
+}
+
+void vlc_session_reset(vlc_session * s) {
+    vlc_text_state_reset(s->text);
+    memset(&s->stats, 0, sizeof(s->stats));
+}
+
+int32_t vlc_session_n_past(const vlc_session * s) { return vlc_text_state_n_past(s->text); }
+
+void vlc_session_get_stats(const vlc_session * s, vlc_session_stats * out) {
+    *out          = s->stats;
+    out->n_past   = vlc_text_state_n_past(s->text);
+    out->n_ctx    = vlc_text_state_n_ctx(s->text);
+    out->kv_bytes = vlc_text_state_kv_bytes(s->text);
+}
+
+// Checks that n tokens are valid ids and fit in the context.
+static vlc_status check_tokens(const vlc_session * s, const int32_t * tokens, int32_t n) {
+    VLC_CHECK(n > 0, VLC_STATUS_INVALID_ARG, "n_tokens = %d, expected > 0", n);
+    VLC_CHECK(tokens != NULL, VLC_STATUS_INVALID_ARG, "tokens is NULL");
+    int32_t n_vocab = s->model->hp.n_vocab;
+    for (int32_t i = 0; i < n; i++) {
+        VLC_CHECK(tokens[i] >= 0 && tokens[i] < n_vocab, VLC_STATUS_INVALID_ARG,
+                  "token id %d at index %d is out of range [0, %d)", tokens[i], i, n_vocab);
+    }
+    int32_t n_past = vlc_text_state_n_past(s->text);
+    int32_t n_ctx  = vlc_text_state_n_ctx(s->text);
+    VLC_CHECK((int64_t) n_past + n <= n_ctx, VLC_STATUS_CONTEXT_FULL,
+              "%d tokens do not fit: %d of the context's %d are used, %d are free",
+              n, n_past, n_ctx, n_ctx - n_past);
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_session_prefill(vlc_session * s, const int32_t * tokens, int32_t n_tokens, float * logits,
+                               int32_t n_logit_rows) {
+    VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
+    VLC_TRY(check_tokens(s, tokens, n_tokens));
+    VLC_CHECK(n_logit_rows >= 0 && n_logit_rows <= n_tokens, VLC_STATUS_INVALID_ARG,
+              "n_logit_rows = %d, expected 0 .. %d", n_logit_rows, n_tokens);
+    VLC_CHECK(logits || n_logit_rows == 0, VLC_STATUS_INVALID_ARG, "logits is NULL with n_logit_rows = %d", n_logit_rows);
+    double t0 = now_ms();
+    VLC_TRY(vlc_text_forward(s->text, tokens, NULL, n_tokens, logits, n_logit_rows));
+    s->stats.prefill_ms += now_ms() - t0;
+    s->stats.n_prefill_tokens += n_tokens;
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_session_decode(vlc_session * s, int32_t token, float * logits) {
+    VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
+    VLC_TRY(check_tokens(s, &token, 1));
+    double t0 = now_ms();
+    VLC_TRY(vlc_text_forward(s->text, &token, NULL, 1, logits, logits ? 1 : 0));
+    s->stats.decode_ms += now_ms() - t0;
+    s->stats.n_decode_tokens += 1;
+    return VLC_STATUS_OK;
+}
+
+const float * vlc_session_logits(const vlc_session * s) { return vlc_text_state_logits(s->text); }

@@ -1,0 +1,74 @@
+// model.h: the loaded model (hyperparameters, weight views into the GGUF mapping,
+// vocabulary) and the text decoder's session state.
+// Letters: T = tokens, C = n_embd, H = n_head, Hkv = n_head_kv, D = head_dim, F = n_ff,
+// V = n_vocab, L = n_layer.
+#pragma once
+
+#include "gguf.h"
+#include "tokenizer.h"
+
+// A weight matrix (or vector) viewed in place: ne[0] = row length (input features),
+// ne[1] = rows (output features), as in GGUF.
+typedef struct vlc_weight {
+    const void * data;
+    uint32_t     type;   // VLC_TYPE_F32 / F16 / BF16 (quantized types come later)
+    int64_t      ne[2];
+} vlc_weight;
+
+typedef struct vlc_layer {
+    vlc_weight attn_norm;  // blk.N.attn_norm    (C)       model.layers.N.input_layernorm
+    vlc_weight wq;         // blk.N.attn_q       (C, H*D)  q_proj, rows permuted for adjacent-pair RoPE
+    vlc_weight wk;         // blk.N.attn_k       (C, Hkv*D) k_proj, permuted likewise
+    vlc_weight wv;         // blk.N.attn_v       (C, Hkv*D)
+    vlc_weight wo;         // blk.N.attn_output  (H*D, C)
+    vlc_weight ffn_norm;   // blk.N.ffn_norm     (C)       post_attention_layernorm
+    vlc_weight w_gate;     // blk.N.ffn_gate     (C, F)
+    vlc_weight w_up;       // blk.N.ffn_up       (C, F)
+    vlc_weight w_down;     // blk.N.ffn_down     (F, C)
+} vlc_layer;
+
+typedef struct vlc_hparams {
+    int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    float   rope_freq_base;   // llama.rope.freq_base, default 10000
+    float   rope_freq_scale;  // 1 / llama.rope.scaling.factor for "linear", else 1
+    float   rms_eps;          // llama.attention.layer_norm_rms_epsilon (required)
+} vlc_hparams;
+
+struct vlc_model {
+    vlc_gguf *  gguf;
+    vlc_vocab * vocab;
+    vlc_hparams hp;
+    int         vocab_only;
+    int         tied_embeddings;
+    vlc_weight  tok_embd;     // token_embd   (C, V)
+    vlc_weight  output_norm;  // output_norm  (C)
+    vlc_weight  output;       // output       (C, V); == tok_embd when tied
+    vlc_layer * layers;       // [L]
+    char **     meta_cache;   // NUL-terminated copies handed out by vlc_model_meta_str
+    int64_t     n_meta_cache;
+};
+
+// model.c: reads the llama.* hyperparameters and binds every tensor of the text model
+// from m->gguf, checking names, types and shapes (errors name the key or tensor).
+// Fails with VLC_STATUS_UNSUPPORTED for an architecture other than "llama".
+vlc_status vlc_text_model_init(vlc_model * m);
+void       vlc_text_model_free(vlc_model * m);
+
+// text.c: the decoder state of one session (KV cache, scratch, threads, logits).
+typedef struct vlc_text_state vlc_text_state;
+
+vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params * p, vlc_text_state ** out);
+void       vlc_text_state_free(vlc_text_state * st);
+void       vlc_text_state_reset(vlc_text_state * st);
+int32_t    vlc_text_state_n_past(const vlc_text_state * st);
+int32_t    vlc_text_state_n_ctx(const vlc_text_state * st);
+uint64_t   vlc_text_state_kv_bytes(const vlc_text_state * st);
+
+// Runs n positions starting at n_past, appending them to the KV cache. Exactly one of
+// tokens ([n] ids, already range-checked by the caller) or embd ([n, C] f32 input
+// embeddings, used by the vision path later) is non-NULL. Writes the logits of the last
+// n_out positions into logits_out ([n_out, V]) when n_out > 0, and always keeps the last
+// position's logits (see vlc_text_state_logits). n_past + n <= n_ctx is checked by the caller.
+vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const float * embd,
+                            int32_t n, float * logits_out, int32_t n_out);
+const float * vlc_text_state_logits(const vlc_text_state * st); // [V] or NULL before any forward

@@ -1,0 +1,335 @@
+"""Model: a loaded GGUF (weights mapped in place, vocabulary), its tokenizer and generate()."""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from .errors import ContextFullError, InvalidArgumentError, ModelIOError, VlcacheError, check
+from .session import Session, _as_ids
+
+
+@dataclass
+class GenerationStats:
+    """Timings and memory of one generate() call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_ms: float = 0.0          # the prompt's forward pass
+    decode_ms: float = 0.0           # all single-token forward passes
+    ttft_ms: float = 0.0             # call start to the first sampled token
+    total_ms: float = 0.0
+    kv_bytes: int = 0                # KV bytes the allocator holds at the end
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / (self.prefill_ms / 1e3) if self.prefill_ms > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = self.completion_tokens - 1  # the first token comes from the prefill logits
+        return n / (self.decode_ms / 1e3) if n > 0 and self.decode_ms > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (f"prompt {self.prompt_tokens} tok in {self.prefill_ms:.1f} ms "
+                f"({self.prefill_tokens_per_s:.1f} tok/s), first token after {self.ttft_ms:.1f} ms, "
+                f"{self.completion_tokens} generated ({self.decode_tokens_per_s:.1f} tok/s), "
+                f"KV {self.kv_bytes / 2**20:.2f} MiB")
+
+
+@dataclass
+class Completion:
+    """The result of :meth:`Model.generate`."""
+
+    text: str
+    tokens: list[int]
+    finish_reason: str               # "stop" (end-of-generation token or stop string) or "length"
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+class CompletionStream:
+    """Iterator of text pieces from ``generate(..., stream=True)``.
+
+    After the iteration ends, :attr:`completion` holds the full :class:`Completion`.
+    """
+
+    def __init__(self, gen: Iterator):
+        self._gen = gen
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> "CompletionStream":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._gen)
+        except StopIteration as stop:
+            self.completion = stop.value
+            raise
+
+
+def _complete_utf8_prefix(data: bytes) -> int:
+    """Length of ``data`` without a UTF-8 sequence cut off at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 != 0x80:  # a lead byte (or ASCII): does its sequence fit?
+            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
+            return len(data) - back if need > back else len(data)
+    return len(data)
+
+
+class Model:
+    """A LLaMA-architecture GGUF model run by the vlcache_native C runtime.
+
+    >>> model = Model("model.gguf", n_ctx=2048)
+    >>> out = model.generate("The capital of France is", max_tokens=16)
+    >>> print(out.text, out.stats)
+
+    Args:
+        path: GGUF file, from tools/convert_hf_to_gguf.py or llama.cpp's converter.
+        n_ctx: tokens of context for sessions made by this model (KV cache size).
+        n_threads: CPU threads; None = all cores.
+        n_batch: most tokens per prefill chunk (bounds the scratch memory).
+        kv_type: "f16" (default) or "f32" KV cache.
+        vocab_only: load only the tokenizer.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False):
+        self._ptr = ffi.NULL
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._gen_session: Session | None = None
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise ModelIOError(f"model file not found: {self.path!r}")
+        params = ffi.new("vlc_model_params *")
+        lib.vlc_model_params_init(params)
+        params.vocab_only = int(vocab_only)
+        out = ffi.new("vlc_model **")
+        check(lib.vlc_model_load(self.path.encode(), params, out))
+        self._ptr = out[0]
+        info = ffi.new("vlc_model_info *")
+        lib.vlc_model_get_info(self._ptr, info)
+        self._info = {name: getattr(info, name) for name, _ in ffi.typeof("vlc_model_info").fields}
+        self.n_ctx = int(n_ctx)
+        self.n_threads = n_threads
+        self.n_batch = int(n_batch)
+        self.kv_type = kv_type
+        self.vocab_only = bool(vocab_only)
+
+    # ---- life cycle
+
+    def close(self) -> None:
+        """Closes the model's sessions and unmaps the file. Idempotent."""
+        if self._ptr != ffi.NULL:
+            for s in list(self._sessions):
+                s.close()
+            lib.vlc_model_free(self._ptr)
+            self._ptr = ffi.NULL
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self):
+        if self._ptr == ffi.NULL:
+            raise VlcacheError("the model is closed")
+        return self._ptr
+
+    def __repr__(self) -> str:
+        if self._ptr == ffi.NULL:
+            return "<vlcache_native.Model closed>"
+        i = self._info
+        return (f"<vlcache_native.Model {os.path.basename(self.path)!r} layers={i['n_layer']} "
+                f"embd={i['n_embd']} heads={i['n_head']}/{i['n_head_kv']} vocab={i['n_vocab']}>")
+
+    # ---- hyperparameters
+
+    @property
+    def info(self) -> dict:
+        """All hyperparameters read from the file (see vlc_model_info in vlcache.h)."""
+        return dict(self._info)
+
+    n_vocab = property(lambda self: self._info["n_vocab"])
+    n_ctx_train = property(lambda self: self._info["n_ctx_train"])
+    n_embd = property(lambda self: self._info["n_embd"])
+    n_layer = property(lambda self: self._info["n_layer"])
+    n_head = property(lambda self: self._info["n_head"])
+    n_head_kv = property(lambda self: self._info["n_head_kv"])
+    head_dim = property(lambda self: self._info["head_dim"])
+    n_ff = property(lambda self: self._info["n_ff"])
+    bos_id = property(lambda self: self._info["bos_id"])
+    eos_id = property(lambda self: self._info["eos_id"])
+    n_params = property(lambda self: self._info["n_params"])
+
+    def metadata(self, key: str) -> str | None:
+        """A string metadata value of the GGUF (e.g. "tokenizer.chat_template"), or None."""
+        p = lib.vlc_model_meta_str(self._handle(), key.encode())
+        return None if p == ffi.NULL else ffi.string(p).decode("utf-8", "replace")
+
+    # ---- tokenizer
+
+    def tokenize(self, text: str | bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids of ``text``. ``special``: control tokens written in the text ("<s>") are parsed."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        n = ffi.new("int32_t *")
+        cap = len(data) + 2
+        while True:
+            buf = ffi.new("int32_t[]", cap)
+            st = check(lib.vlc_tokenize(self._handle(), data, len(data), int(add_bos), int(special), buf, cap, n))
+            if st == lib.VLC_STATUS_OK:
+                return list(ffi.unpack(buf, n[0]))
+            cap = n[0]
+
+    def _bytes_call(self, fn, *args) -> bytes:
+        n = ffi.new("int32_t *")
+        cap = 64
+        while True:
+            buf = ffi.new("char[]", cap)
+            st = check(fn(self._handle(), *args, buf, cap, n))
+            if st == lib.VLC_STATUS_OK:
+                return ffi.unpack(buf, n[0])
+            cap = n[0]
+
+    def detokenize_bytes(self, ids: Sequence[int], special: bool = False) -> bytes:
+        arr = _as_ids(ids)
+        return self._bytes_call(lib.vlc_detokenize, ffi.from_buffer("int32_t[]", arr), len(arr), 1, int(special))
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """Text of token ids; BOS and (unless ``special``) control tokens are left out."""
+        return self.detokenize_bytes(ids, special).decode("utf-8", "replace")
+
+    def token_to_piece(self, token_id: int, special: bool = False) -> bytes:
+        """The bytes of one token (a byte-fallback token gives one byte)."""
+        return self._bytes_call(lib.vlc_token_to_piece, int(token_id), int(special))
+
+    def is_eog(self, token_id: int) -> bool:
+        """True for tokens that end generation (EOS, end-of-turn)."""
+        return bool(lib.vlc_token_is_eog(self._handle(), int(token_id)))
+
+    # ---- sessions and generation
+
+    def session(self, *, n_ctx: int | None = None, n_threads: int | None = None,
+                n_batch: int | None = None, kv_type: str | None = None) -> Session:
+        """A new session (KV cache); arguments default to the model's."""
+        s = Session(self, n_ctx=n_ctx or self.n_ctx, n_threads=n_threads or self.n_threads,
+                    n_batch=n_batch or self.n_batch, kv_type=kv_type or self.kv_type)
+        self._sessions.add(s)
+        return s
+
+    def generate(self, prompt: str | Sequence[int], *, max_tokens: int = 128, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repeat_penalty: float = 1.0,
+                 repeat_last_n: int = 64, seed: int = 0, stop: str | Sequence[str] | None = None,
+                 stream: bool = False, add_bos: bool = True) -> Completion | CompletionStream:
+        """Generates a continuation of ``prompt`` (text, or token ids used as they are).
+
+        Greedy by default (temperature 0). Sampling is seeded: the same seed gives the same
+        tokens. Generation ends at an end-of-generation token, at a ``stop`` string (not
+        included in the text), after ``max_tokens``, or when the context is full.
+        With ``stream=True`` returns a :class:`CompletionStream` yielding text pieces.
+        """
+        if max_tokens < 0:
+            raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
+        ids = self.tokenize(prompt, add_bos=add_bos) if isinstance(prompt, (str, bytes)) else list(_as_ids(prompt))
+        if not ids:
+            raise InvalidArgumentError("the prompt is empty (no tokens)")
+        if len(ids) > self.n_ctx:
+            raise ContextFullError(f"the prompt has {len(ids)} tokens but the context holds {self.n_ctx} (n_ctx)")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not s for s in stops):
+            raise InvalidArgumentError("stop strings must not be empty")
+        params = ffi.new("vlc_sampler_params *")
+        lib.vlc_sampler_params_init(params)
+        params.temperature = temperature
+        params.top_k = top_k
+        params.top_p = top_p
+        params.min_p = min_p
+        params.repeat_penalty = repeat_penalty
+        params.repeat_last_n = repeat_last_n
+        params.seed = seed & (2**64 - 1)
+        out = ffi.new("vlc_sampler **")
+        check(lib.vlc_sampler_create(params, out))
+        sampler = ffi.gc(out[0], lib.vlc_sampler_free)
+        result = CompletionStream(self._generate(ids, max_tokens, sampler, stops))
+        if stream:
+            return result
+        for _ in result:
+            pass
+        return result.completion
+
+    def _generation_session(self) -> Session:
+        s = self._gen_session
+        if s is None or s._ptr == ffi.NULL:
+            s = self._gen_session = self.session()
+        else:
+            s.reset()
+        return s
+
+    def _generate(self, ids: list[int], max_tokens: int, sampler, stops: list[str]):
+        t_start = time.perf_counter()
+        sess = self._generation_session()
+        stats = GenerationStats(prompt_tokens=len(ids))
+        for t in ids:
+            lib.vlc_sampler_accept(sampler, t)
+        logits = sess.prefill(ids)
+        tokens: list[int] = []
+        text, emitted, finish, stopped = "", 0, "length", False
+        longest_stop = max((len(s) for s in stops), default=0)
+        tok = ffi.new("int32_t *")
+        while len(tokens) < max_tokens:
+            check(lib.vlc_sampler_sample(sampler, ffi.from_buffer("float[]", logits), self.n_vocab, tok))
+            if not tokens:
+                stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
+            token = tok[0]
+            if self.is_eog(token):
+                finish = "stop"
+                break
+            tokens.append(token)
+            lib.vlc_sampler_accept(sampler, token)
+            data = self.detokenize_bytes(tokens)
+            text = data[:_complete_utf8_prefix(data)].decode("utf-8", "replace")
+            hit = -1
+            for s in stops:
+                i = text.find(s, max(0, emitted - len(s)))
+                if i >= 0 and (hit < 0 or i < hit):
+                    hit = i
+            if hit >= 0:
+                text, finish, stopped = text[:hit], "stop", True
+                break
+            # hold back a tail that may still grow into a stop string
+            safe = len(text)
+            for k in range(min(longest_stop - 1, len(text)), 0, -1):
+                if any(s.startswith(text[-k:]) for s in stops):
+                    safe = len(text) - k
+                    break
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+            if len(tokens) == max_tokens or sess.n_past >= sess.n_ctx:
+                break
+            logits = sess.decode(token)
+        if not stopped:
+            text = self.detokenize(tokens)  # also the bytes of a character cut off at the end
+        if len(text) > emitted:
+            yield text[emitted:]
+        st = sess.stats()
+        stats.completion_tokens = len(tokens)
+        stats.prefill_ms = st["prefill_ms"]
+        stats.decode_ms = st["decode_ms"]
+        stats.kv_bytes = st["kv_bytes"]
+        stats.total_ms = (time.perf_counter() - t_start) * 1e3
+        return Completion(text=text, tokens=tokens, finish_reason=finish, stats=stats)

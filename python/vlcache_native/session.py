@@ -1,0 +1,144 @@
+"""Session: one KV cache and its position, on top of a loaded :class:`~vlcache_native.Model`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from .errors import InvalidArgumentError, VlcacheError, check
+
+if TYPE_CHECKING:
+    from .model import Model
+
+KV_TYPES = {"f16": lib.VLC_TYPE_F16, "f32": lib.VLC_TYPE_F32}
+
+
+def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    """Token ids as a C-contiguous int32 array (a view when it already is one)."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InvalidArgumentError(f"token ids must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidArgumentError(f"token ids must be integers, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        raise InvalidArgumentError("token id does not fit in int32")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+class Session:
+    """A KV cache plus position: the state of one conversation.
+
+    Made by :meth:`Model.session`. Not thread-safe: use one session per thread. The
+    session keeps its model alive; closing the model closes its sessions.
+    """
+
+    def __init__(self, model: "Model", *, n_ctx: int, n_threads: int | None, n_batch: int, kv_type: str):
+        if kv_type not in KV_TYPES:
+            raise InvalidArgumentError(f"kv_type={kv_type!r}, expected one of {sorted(KV_TYPES)}")
+        if n_ctx <= 0:
+            raise InvalidArgumentError(f"n_ctx={n_ctx}, expected > 0")
+        if n_threads is not None and n_threads <= 0:
+            raise InvalidArgumentError(f"n_threads={n_threads}, expected > 0 or None (all cores)")
+        self._model = model
+        self._ptr = ffi.NULL
+        params = ffi.new("vlc_session_params *")
+        lib.vlc_session_params_init(params)
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_threads = n_threads or 0
+        params.type_kv = KV_TYPES[kv_type]
+        out = ffi.new("vlc_session **")
+        check(lib.vlc_session_create(model._handle(), params, out))
+        self._ptr = out[0]
+        self.n_vocab = model.n_vocab
+        self.kv_type = kv_type
+
+    # ---- life cycle
+
+    def close(self) -> None:
+        """Frees the KV cache. Idempotent; the session is unusable afterwards."""
+        if self._ptr != ffi.NULL:
+            lib.vlc_session_free(self._ptr)
+            self._ptr = ffi.NULL
+            self._model._sessions.discard(self)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self):
+        if self._ptr == ffi.NULL:
+            raise VlcacheError("the session is closed")
+        return self._ptr
+
+    # ---- state
+
+    @property
+    def n_past(self) -> int:
+        """Tokens in the KV cache (the position the next token takes)."""
+        return lib.vlc_session_n_past(self._handle())
+
+    @property
+    def n_ctx(self) -> int:
+        return self.stats()["n_ctx"]
+
+    def stats(self) -> dict:
+        """Positions, KV bytes held by the allocator, and summed prefill/decode timings."""
+        st = ffi.new("vlc_session_stats *")
+        lib.vlc_session_get_stats(self._handle(), st)
+        return {
+            "n_past": st.n_past,
+            "n_ctx": st.n_ctx,
+            "kv_bytes": int(st.kv_bytes),
+            "prefill_ms": st.prefill_ms,
+            "prefill_tokens": st.n_prefill_tokens,
+            "decode_ms": st.decode_ms,
+            "decode_tokens": st.n_decode_tokens,
+        }
+
+    def reset(self) -> None:
+        """Empties the KV cache; the next token goes to position 0."""
+        lib.vlc_session_reset(self._handle())
+
+    # ---- compute
+
+    def prefill(self, ids, all_logits: bool = False) -> np.ndarray:
+        """Runs token ids through the model at positions ``n_past ..`` and caches them.
+
+        Returns float32 logits: ``[n_vocab]`` for the last position, or
+        ``[len(ids), n_vocab]`` when ``all_logits``. On error (id out of range, context
+        full) the session is unchanged.
+        """
+        arr = _as_ids(ids)
+        rows = len(arr) if all_logits else 1
+        out = np.empty((rows, self.n_vocab), dtype=np.float32)
+        check(lib.vlc_session_prefill(
+            self._handle(), ffi.from_buffer("int32_t[]", arr), len(arr),
+            ffi.from_buffer("float[]", out, require_writable=True), rows if len(arr) else 0))
+        return out if all_logits else out[0]
+
+    def decode(self, token_id: int) -> np.ndarray:
+        """Runs one token at position ``n_past``; returns its logits ``[n_vocab]``."""
+        token = int(token_id)
+        if not -(2**31) <= token < 2**31:
+            raise InvalidArgumentError(f"token id {token} does not fit in int32")
+        out = np.empty(self.n_vocab, dtype=np.float32)
+        check(lib.vlc_session_decode(self._handle(), token, ffi.from_buffer("float[]", out, require_writable=True)))
+        return out
+
+    def __repr__(self) -> str:
+        if self._ptr == ffi.NULL:
+            return "<vlcache_native.Session closed>"
+        return f"<vlcache_native.Session n_past={self.n_past} n_ctx={self.n_ctx} kv_type={self.kv_type}>"
