@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models written with NumPy + gguf (no torch needed)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/python helpers (hfmodels)
+
+
+def load_tool(name):
+    """Imports tools/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """A random llama GGUF (hidden 64, 2 layers, GQA 4:2, vocab 300, f32) with a synthetic vocab."""
+    bench = load_tool("bench")
+    path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
+    return bench.write_random_llama(path, hidden=64, layers=2, heads=4, kv_heads=2, ff=96, vocab=300, outtype="f32")

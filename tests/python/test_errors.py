@@ -1,0 +1,163 @@
+"""Bad input gives a specific exception whose message names the problem; the process survives.
+
+Malformed files are made by re-serialising a valid tiny GGUF (read with gguf.GGUFReader)
+with one thing changed, so each case breaks exactly one rule.
+"""
+
+import struct
+
+import numpy as np
+import pytest
+
+import vlcache_native as vc
+
+gguf = pytest.importorskip("gguf")
+
+
+def _s(text: str) -> bytes:
+    b = text.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+class Parts:
+    """A GGUF file as editable pieces: raw kv records and tensor (name, type, ne, data)."""
+
+    def __init__(self, path):
+        r = gguf.GGUFReader(path)
+        self.kvs = {name: b"".join(p.tobytes() for p in f.parts)
+                    for name, f in r.fields.items() if not name.startswith("GGUF.")}
+        self.tensors = [[t.name, int(t.tensor_type), [int(x) for x in t.field.parts[3]], bytes(t.data.tobytes())]
+                        for t in r.tensors]
+        self.offsets = None  # per-tensor override of the data offset
+
+    def set_str(self, key, value):
+        self.kvs[key] = _s(key) + struct.pack("<I", 8) + _s(value)
+
+    def bytes(self, magic=b"GGUF", version=3) -> bytes:
+        out = bytearray(magic + struct.pack("<IQQ", version, len(self.tensors), len(self.kvs)))
+        for blob in self.kvs.values():
+            out += blob
+        offset, offsets = 0, []
+        for name, typ, ne, data in self.tensors:
+            offsets.append(offset)
+            offset += (len(data) + 31) // 32 * 32
+        for i, (name, typ, ne, data) in enumerate(self.tensors):
+            off = self.offsets[i] if self.offsets and i in self.offsets else offsets[i]
+            out += _s(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
+            out += struct.pack("<IQ", typ, off)
+        out += b"\0" * (-len(out) % 32)
+        for name, typ, ne, data in self.tensors:
+            out += data + b"\0" * (-len(data) % 32)
+        return bytes(out)
+
+    def tensor(self, name):
+        return next(t for t in self.tensors if t[0] == name)
+
+
+def _load(tmp_path, data: bytes, name="bad.gguf"):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return vc.Model(p)
+
+
+def test_roundtrip_of_the_editor_loads(tiny_gguf, tmp_path):
+    m = _load(tmp_path, Parts(tiny_gguf).bytes())   # the unmodified re-serialisation is valid
+    assert m.n_layer == 2
+    m.close()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(vc.ModelIOError, match="missing.gguf"):
+        vc.Model(tmp_path / "missing.gguf")
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(vc.VlcacheError):
+        vc.Model(tmp_path)
+
+
+def test_truncated_at_many_offsets(tiny_gguf, tmp_path):
+    data = open(tiny_gguf, "rb").read()
+    cuts = sorted(set([0, 3, 4, 8, 16, 23, 24, 25] + list(np.linspace(30, len(data) - 1, 60).astype(int))))
+    for cut in cuts:
+        with pytest.raises(vc.ModelFormatError) as e:
+            _load(tmp_path, data[:cut])
+        assert str(e.value), f"empty message at cut {cut}"
+    m = vc.Model(tiny_gguf)          # the process and the library are fine
+    assert m.n_vocab == 300
+    m.close()
+
+
+def test_wrong_magic(tiny_gguf, tmp_path):
+    with pytest.raises(vc.ModelFormatError, match="magic"):
+        _load(tmp_path, Parts(tiny_gguf).bytes(magic=b"GGML"))
+
+
+def test_unsupported_version(tiny_gguf, tmp_path):
+    with pytest.raises(vc.UnsupportedError, match="version"):
+        _load(tmp_path, Parts(tiny_gguf).bytes(version=7))
+
+
+def test_tensor_data_past_end_of_file(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.offsets = {len(p.tensors) - 1: 1 << 30}
+    with pytest.raises(vc.ModelFormatError, match=p.tensors[-1][0]):
+        _load(tmp_path, p.bytes())
+
+
+def test_absurd_dimensions(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.tensor("blk.0.ffn_up.weight")[2] = [64, 1 << 62]
+    with pytest.raises(vc.ModelFormatError, match="blk.0.ffn_up.weight"):
+        _load(tmp_path, p.bytes())
+
+
+def test_unknown_tensor_type(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.tensor("blk.1.attn_v.weight")[1] = 99
+    with pytest.raises(vc.UnsupportedError, match="99"):
+        _load(tmp_path, p.bytes())
+
+
+def test_missing_required_key(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    del p.kvs["llama.embedding_length"]
+    with pytest.raises(vc.ModelFormatError, match="llama.embedding_length"):
+        _load(tmp_path, p.bytes())
+
+
+def test_unknown_architecture(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.set_str("general.architecture", "mamba")
+    with pytest.raises(vc.UnsupportedError, match="mamba"):
+        _load(tmp_path, p.bytes())
+
+
+def test_missing_tensor(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.tensors = [t for t in p.tensors if t[0] != "blk.1.ffn_down.weight"]
+    with pytest.raises(vc.ModelFormatError, match="blk.1.ffn_down.weight"):
+        _load(tmp_path, p.bytes())
+
+
+def test_wrong_tensor_shape(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    t = p.tensor("blk.0.ffn_up.weight")
+    t[2] = t[2][::-1]                 # same bytes, transposed shape
+    with pytest.raises(vc.ModelFormatError, match="blk.0.ffn_up.weight"):
+        _load(tmp_path, p.bytes())
+
+
+def test_missing_tokenizer(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    del p.kvs["tokenizer.ggml.tokens"]
+    with pytest.raises(vc.ModelFormatError, match="tokenizer.ggml.tokens"):
+        _load(tmp_path, p.bytes())
+
+
+def test_token_to_piece_out_of_range(tiny_gguf):
+    with vc.Model(tiny_gguf, vocab_only=True) as m:
+        with pytest.raises(vc.InvalidArgumentError, match="300"):
+            m.token_to_piece(300)
+        with pytest.raises(vc.InvalidArgumentError, match="vocab_only"):
+            m.session()

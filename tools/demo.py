@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""The main job, end to end, with nothing to download.
+
+1. Writes a tiny random Llama checkpoint in Hugging Face layout (config.json,
+   model.safetensors, tokenizer.json with a small byte-fallback BPE vocabulary learned
+   here from a paragraph of text), using only NumPy.
+2. Converts it to GGUF with tools/convert_hf_to_gguf.py.
+3. Loads the GGUF with vlcache_native and generates, printing the text and timings.
+
+The weights are random, so the text is gibberish; the pipeline is the real one.
+
+    python tools/demo.py [--outdir demo-model] [--prompt "..."] [--max-tokens 32] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+
+CORPUS = """
+Once upon a time there was a little cat who lived in a small house by the river. Every
+morning the cat looked out of the window at the boats, the birds and the people walking
+along the water. The cat liked the sun, the warm floor and the quiet sound of the rain.
+One day a dog came to the house and asked the cat to play in the garden. They ran between
+the trees, they counted 1, 2, 3, 10 and 100 flowers, and when the evening came they sat
+together and watched the stars over the river.
+"""
+
+
+def train_bpe(text: str, n_merges: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """A minimal SentencePiece-style BPE: words carry a leading '▁', merges by pair count."""
+    words = collections.Counter("▁" + w for w in text.split())
+    seqs = {w: list(w) for w in words}
+    chars = sorted({c for w in words for c in w})
+    merges: list[tuple[str, str]] = []
+    for _ in range(n_merges):
+        pairs: collections.Counter = collections.Counter()
+        for w, n in words.items():
+            s = seqs[w]
+            for a, b in zip(s, s[1:]):
+                pairs[a, b] += n
+        if not pairs:
+            break
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append((a, b))
+        for w, s in seqs.items():
+            i, out = 0, []
+            while i < len(s):
+                if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            seqs[w] = out
+    return chars, merges
+
+
+def write_tokenizer(outdir: Path) -> int:
+    chars, merges = train_bpe(CORPUS, 300)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in chars + [a + b for a, b in merges]:
+        vocab.setdefault(piece, len(vocab))
+    special = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                "normalized": False, "special": True} for t, i in list(vocab.items())[:3]]
+    tokenizer = {
+        "version": "1.0",
+        "added_tokens": special,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": None,
+        "post_processor": {  # BOS first, as Llama's tokenizer.json does
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True,
+                  "vocab": vocab, "merges": [f"{a} {b}" for a, b in merges]},
+    }
+    (outdir / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False, indent=1), encoding="utf-8")
+    (outdir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizerFast", "add_bos_token": True, "add_eos_token": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=1))
+    return len(vocab)
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """safetensors: u64 header length, JSON header (dtype, shape, byte offsets), raw data."""
+    header, offset = {}, 0
+    for name, a in tensors.items():
+        header[name] = {"dtype": {np.float32: "F32", np.float16: "F16"}[a.dtype.type],
+                        "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for a in tensors.values():
+            f.write(np.ascontiguousarray(a).tobytes())
+
+
+def write_model(outdir: Path, *, hidden=256, layers=4, heads=8, kv_heads=4, ff=688, seed=0) -> Path:
+    outdir.mkdir(parents=True, exist_ok=True)
+    n_vocab = write_tokenizer(outdir)
+    hd = hidden // heads
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+        "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads, "head_dim": hd, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": n_vocab, "tie_word_embeddings": False,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "torch_dtype": "float32",
+    }
+    (outdir / "config.json").write_text(json.dumps(config, indent=1))
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, std=0.08):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    t = {"model.embed_tokens.weight": w(n_vocab, hidden, std=1.0)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = np.ones(hidden, np.float32)
+        t[p + "self_attn.q_proj.weight"] = w(heads * hd, hidden)
+        t[p + "self_attn.k_proj.weight"] = w(kv_heads * hd, hidden)
+        t[p + "self_attn.v_proj.weight"] = w(kv_heads * hd, hidden)
+        t[p + "self_attn.o_proj.weight"] = w(hidden, heads * hd)
+        t[p + "post_attention_layernorm.weight"] = np.ones(hidden, np.float32)
+        t[p + "mlp.gate_proj.weight"] = w(ff, hidden)
+        t[p + "mlp.up_proj.weight"] = w(ff, hidden)
+        t[p + "mlp.down_proj.weight"] = w(hidden, ff)
+    t["model.norm.weight"] = np.ones(hidden, np.float32)
+    t["lm_head.weight"] = w(n_vocab, hidden, std=0.5)
+    write_safetensors(outdir / "model.safetensors", t)
+    return outdir
+
+
+def load_converter():
+    spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--outdir", default="demo-model", help="where the checkpoint and GGUF go")
+    ap.add_argument("--prompt", default="Once upon a time the little cat")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16"])
+    args = ap.parse_args(argv)
+
+    import vlcache_native as vc
+
+    outdir = Path(args.outdir)
+    hf_dir = write_model(outdir / "hf")
+    gguf_path = outdir / f"tiny-llama-{args.outtype}.gguf"
+    print(f"[1/3] wrote a random Llama checkpoint to {hf_dir}")
+    load_converter().convert(hf_dir, gguf_path, args.outtype)
+    print(f"[2/3] converted it to {gguf_path} ({gguf_path.stat().st_size / 2**20:.1f} MiB)")
+    with vc.Model(gguf_path, n_ctx=512, n_threads=args.threads) as model:
+        print(f"[3/3] loaded {model!r} ({vc.build_info()})")
+        print(f"\nprompt: {args.prompt!r}\n")
+        stream = model.generate(args.prompt, max_tokens=args.max_tokens, stream=True)
+        for piece in stream:
+            print(piece, end="", flush=True)
+        out = stream.completion
+        s = out.stats
+        print(f"\n\nfinish: {out.finish_reason}")
+        print(f"{'prompt tokens':>20} {s.prompt_tokens:>10}")
+        print(f"{'generated tokens':>20} {s.completion_tokens:>10}")
+        print(f"{'prefill tok/s':>20} {s.prefill_tokens_per_s:>10.1f}")
+        print(f"{'decode tok/s':>20} {s.decode_tokens_per_s:>10.1f}")
+        print(f"{'time to first token':>20} {s.ttft_ms:>8.1f}ms")
+        print(f"{'KV cache':>20} {s.kv_bytes / 2**20:>8.2f}MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
