@@ -156,6 +156,7 @@ def write_model(outdir: Path, *, hidden=256, layers=4, heads=8, kv_heads=4, ff=6
 def load_converter():
     spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
     spec.loader.exec_module(mod)
     return mod
 
