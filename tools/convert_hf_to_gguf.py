@@ -59,8 +59,9 @@ OUTTYPES = {
 # llama.cpp token types (tokenizer.ggml.token_type); equal to SentencePiece's enum values.
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
-# Score llama.cpp's converter gives to added tokens and [PAD] fillers.
+# Scores llama.cpp's converter gives to added tokens and to the [PAD{id}] fillers.
 ADDED_TOKEN_SCORE = -1000.0
+PAD_TOKEN_SCORE = -10000.0
 
 _BYTE_TOKEN_RE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
@@ -709,7 +710,7 @@ def _vocab_from_tokenizer_json(tj: Dict[str, Any], path: Path, unk_text: Optiona
         tok = tokens[tid]
         if tok is None:
             tokens[tid] = f"[PAD{tid}]".encode("utf-8")
-            scores.append(ADDED_TOKEN_SCORE)
+            scores.append(PAD_TOKEN_SCORE)
             types.append(TOKEN_UNUSED)
             continue
         text = tok.decode("utf-8")
@@ -805,7 +806,7 @@ def load_vocab(model_dir: Path, n_vocab: int) -> Vocab:
     # Pad to the embedding size with unused [PAD{id}] tokens (llama.cpp's convention).
     for tid in range(n_base, n_vocab):
         tokens.append(f"[PAD{tid}]".encode("utf-8"))
-        scores.append(ADDED_TOKEN_SCORE)
+        scores.append(PAD_TOKEN_SCORE)
         types.append(TOKEN_UNUSED)
 
     # Added tokens: (id, text, special) from tokenizer.json, tokenizer_config and added_tokens.json.
