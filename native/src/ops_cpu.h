@@ -1,0 +1,104 @@
+// ops_cpu.h: the reference CPU kernels of the text model, written plainly. They are the
+// oracle the SIMD and CUDA variants of later issues are tested against, so they stay
+// simple: f32 activations, f32 accumulation, one fixed summation order per output.
+// Letters: T = tokens, C = n_embd, H = n_head, Hkv = n_head_kv, G = H / Hkv, D = head_dim,
+// N = entries in a KV head.
+#pragma once
+
+#include "threads.h"
+#include "vlcache.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+// ---------------------------------------------------------------------------
+// element conversion (exact: subnormals, infinities and NaNs included; f32 -> f16 / bf16
+// rounds to nearest, ties to even, and overflows to infinity)
+
+float    vlc_f16_to_f32(uint16_t h);
+uint16_t vlc_f32_to_f16(float f);
+float    vlc_bf16_to_f32(uint16_t h);
+uint16_t vlc_f32_to_bf16(float f);
+
+// Bytes of one element of a VLC_TYPE_F32 / F16 / BF16 array; 0 for any other type.
+size_t vlc_type_size(uint32_t type);
+
+// dst[n] (f32) <- src[n] of type (F32 / F16 / BF16).
+void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n);
+// dst[n] of type (F32 / F16 / BF16) <- src[n] (f32).
+void vlc_cpu_from_f32(void * dst, const float * src, uint32_t type, int64_t n);
+
+// ---------------------------------------------------------------------------
+// vector ops
+
+// sum_i a[i] * b[i] with 8 partial sums (element i goes to sum i % 8), combined pairwise.
+float vlc_cpu_dot(const float * a, const float * b, int64_t n);
+
+// out[n] = x[n] / sqrt(mean(x^2) + eps) * w[n]. out may equal x.
+void vlc_cpu_rmsnorm(float * out, const float * x, const float * w, int64_t n, float eps);
+
+// Numerically stable softmax of x[n], in place.
+void vlc_cpu_softmax(float * x, int64_t n);
+
+// out[n] = silu(gate[n]) * up[n], silu(g) = g / (1 + exp(-g)). out may equal gate or up.
+void vlc_cpu_swiglu(float * out, const float * gate, const float * up, int64_t n);
+
+// ---------------------------------------------------------------------------
+// RoPE, adjacent-pair ("normal") style, as llama.cpp runs llama GGUFs (whose Q/K rows
+// are permuted so that Hugging Face's rotate-half pairs (j, j + D/2) become (2j, 2j+1)).
+
+// cs[D]: (cos, sin) of theta_j = pos * freq_scale * base^(-2j/D), j = 0 .. D/2-1, at
+// cs[2j], cs[2j+1]. The frequency and the angle are rounded to f32 the way Hugging Face
+// computes them (inv_freq = 1 / base^(2j/D) in f32, angle = f32 product); cos and sin
+// are evaluated in double and rounded.
+void vlc_cpu_rope_table(float * cs, int32_t pos, int32_t D, float freq_base, float freq_scale);
+
+// x[n_head, D]: rotates each pair (x[2j], x[2j+1]) of every head by cs (from rope_table).
+void vlc_cpu_rope(float * x, int32_t n_head, int32_t D, const float * cs);
+
+// ---------------------------------------------------------------------------
+// matmul: y = W x, W [n_out, n_in] stored as rows of F32 / F16 / BF16 (GGUF ne = [n_in, n_out]).
+
+// Rows a matmul task owns; the threaded matmul splits the output rows in blocks of this
+// many. Work per thread: VLC_MATMUL_ROWS * n_in floats (unused for F32 weights).
+enum { VLC_MATMUL_ROWS = 16 };
+// Below this many tokens, F16 / BF16 rows are converted inside the dot product instead
+// (decode); at or above it, once per row into work and reused for every token (prefill).
+enum { VLC_MATMUL_FUSED_MAX_TOK = 3 };
+
+// For o in [r0, r1) and t in [0, n_tok):
+//   y[t * ldy + o] = (accumulate ? y[t * ldy + o] : 0) + dot(W[o, :], x[t * ldx .. + n_in])
+// x [n_tok, n_in] with row stride ldx; y [n_tok, ldy]. Each W row is converted to f32
+// once (into work[VLC_MATMUL_ROWS, n_in]) and dotted with every token, or for fewer than
+// VLC_MATMUL_FUSED_MAX_TOK tokens converted inside the dot. Every y element is one dot in
+// vlc_cpu_dot's summation order, so the result depends neither on r0, r1, the blocking,
+// nor on n_tok (decode gives the same bits as the same row inside a prefill).
+void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
+                         int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
+                         int accumulate, float * work);
+
+// Single-threaded y [n_tok, n_out] (+)= x [n_tok, n_in] W^T; work [VLC_MATMUL_ROWS * n_in].
+void vlc_cpu_matmul(float * y, const void * w, uint32_t type, const float * x, int64_t n_in,
+                    int64_t n_out, int64_t n_tok, int accumulate, float * work);
+
+// Same, spread over the pool in tasks of VLC_MATMUL_ROWS output rows; bit-identical to
+// vlc_cpu_matmul for any thread count. work [n_threads, VLC_MATMUL_ROWS * n_in].
+void vlc_cpu_matmul_mt(vlc_pool * pool, float * y, const void * w, uint32_t type, const float * x,
+                       int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work);
+
+// ---------------------------------------------------------------------------
+// attention of one query position against one KV head
+
+// Keys handled per tile by vlc_cpu_attn: the scores of one tile are all it keeps.
+enum { VLC_ATTN_TILE = 64 };
+
+// Floats of work vlc_cpu_attn needs for G query heads of dimension D.
+size_t vlc_cpu_attn_work_floats(int32_t G, int32_t D);
+
+// out[G, D] = softmax(q k^T * scale) v for the G query heads q[G, D] that share one KV
+// head whose entries are k[N, D] and v[N, D] (type F32 or F16), all N entries visible
+// (the caller passes the causal prefix). Flash style: keys are visited in tiles of
+// VLC_ATTN_TILE with a running max and normaliser per query head (online softmax), so no
+// N-long score row is ever stored. N >= 1. out must not overlap q.
+void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const void * v,
+                  uint32_t kv_type, int64_t N, int32_t D, float scale, float * work);

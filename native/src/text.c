@@ -1,0 +1,508 @@
+// text.c: the Llama decoder's session state and forward pass on the CPU.
+//
+// Is: the KV cache (one buffer per layer and KV head, with its own length and the
+// original position of every entry, so that a later compression can shrink each head
+// independently), one scratch slab sized at create from n_batch, the thread pool, and
+// vlc_text_forward: embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo +
+// residual, RMSNorm, SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked
+// for. Prefill runs in chunks of n_batch tokens; decode is the same path with n = 1.
+// Is not: the kernels themselves (ops_cpu.c), argument checks of the public API (api.c),
+// KV compression (a later issue). Nothing here allocates after vlc_text_state_create.
+// Letters: T = tokens of a chunk (<= B = n_batch), C = n_embd, H = n_head,
+// Hkv = n_head_kv, G = H / Hkv, D = head_dim, F = n_ff, V = n_vocab, L = n_layer.
+#include "model.h"
+
+#include "error.h"
+#include "ops_cpu.h"
+#include "threads.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+enum { VLC_MAX_CTX = 1 << 20 };
+
+// ---------------------------------------------------------------------------
+// state
+
+// One KV head of one layer. Entries are kept in position order; entry i holds the key
+// (already rotated by RoPE at pos[i]) and value of the token at original position pos[i].
+typedef struct vlc_kv_head {
+    void *    k;    // [cap, D] of type_kv
+    void *    v;    // [cap, D] of type_kv
+    int32_t * pos;  // [cap] original position of each entry
+    int32_t   n;    // entries in use
+    int32_t   cap;
+} vlc_kv_head;
+
+struct vlc_text_state {
+    const vlc_model * m;
+    int32_t           n_ctx;
+    int32_t           n_batch;     // B
+    int32_t           n_threads;
+    uint32_t          type_kv;     // VLC_TYPE_F16 or VLC_TYPE_F32
+    int32_t           n_past;      // tokens run so far = position of the next token
+
+    vlc_kv_head *     kv;          // [L, Hkv]
+    uint64_t          kv_bytes;    // bytes allocated for K, V and positions
+
+    vlc_pool *        pool;
+
+    const float **    norm;        // [2L + 1] f32 views: attn_norm at 2l, ffn_norm at 2l+1, output_norm at 2L
+    float *           norm_f32;    // [2L + 1, C] converted norms when the file's are not F32, else NULL
+
+    float *           slab;        // everything below points into it
+    float *           x;           // [B, C]    residual stream
+    float *           xn;          // [B, C]    normalised input of a sub-block
+    float *           q;           // [B, H*D]
+    float *           k;           // [B, Hkv*D]
+    float *           v;           // [B, Hkv*D]
+    float *           att;         // [B, H*D]  attention output, heads concatenated
+    float *           gate;        // [B, F]
+    float *           up;          // [B, F]
+    float *           rope;        // [B, D]    (cos, sin) pairs per position of the chunk
+    float *           work;        // [n_threads, work_stride] per-thread kernel scratch
+    size_t            work_stride; // floats
+    float *           logits;      // [V] logits of the last position run
+    int               has_logits;
+};
+
+static size_t round16(size_t n) {
+    return (n + 15) & ~(size_t) 15;  // keep every sub-buffer 64-byte aligned
+}
+
+static void kv_free(vlc_text_state * st) {
+    if (!st->kv) {
+        return;
+    }
+    const int64_t n = (int64_t) st->m->hp.n_layer * st->m->hp.n_head_kv;
+    for (int64_t i = 0; i < n; i++) {
+        free(st->kv[i].k);
+        free(st->kv[i].v);
+        free(st->kv[i].pos);
+    }
+    free(st->kv);
+    st->kv       = NULL;
+    st->kv_bytes = 0;
+}
+
+static vlc_status kv_alloc(vlc_text_state * st) {
+    const vlc_hparams * hp    = &st->m->hp;
+    const int64_t       n     = (int64_t) hp->n_layer * hp->n_head_kv;
+    const size_t        cap   = (size_t) st->n_ctx;
+    const size_t        kv_sz = cap * (size_t) hp->head_dim * vlc_type_size(st->type_kv);
+    const size_t        p_sz  = cap * sizeof(int32_t);
+    const uint64_t      total = (uint64_t) n * (2 * (uint64_t) kv_sz + p_sz);
+
+    st->kv = calloc((size_t) n, sizeof(vlc_kv_head));
+    VLC_CHECK(st->kv != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " KV head records", n);
+    for (int64_t i = 0; i < n; i++) {
+        vlc_kv_head * h = &st->kv[i];
+        h->k   = malloc(kv_sz);
+        h->v   = malloc(kv_sz);
+        h->pos = malloc(p_sz);
+        h->cap = st->n_ctx;
+        if (!h->k || !h->v || !h->pos) {
+            kv_free(st);
+            return VLC_ERR(VLC_STATUS_OOM,
+                           "cannot allocate the KV cache: %llu bytes (%d layers x %d KV heads x %d positions x %d dims, %s)",
+                           (unsigned long long) total, hp->n_layer, hp->n_head_kv, st->n_ctx, hp->head_dim,
+                           st->type_kv == VLC_TYPE_F16 ? "f16" : "f32");
+        }
+    }
+    st->kv_bytes = total;
+    return VLC_STATUS_OK;
+}
+
+static vlc_status norms_init(vlc_text_state * st) {
+    const vlc_model *   m  = st->m;
+    const vlc_hparams * hp = &m->hp;
+    const int32_t       nn = 2 * hp->n_layer + 1;
+    st->norm = calloc((size_t) nn, sizeof(float *));
+    VLC_CHECK(st->norm != NULL, VLC_STATUS_OOM, "cannot allocate %d norm views", nn);
+    int all_f32 = m->output_norm.type == VLC_TYPE_F32;
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        all_f32 &= m->layers[il].attn_norm.type == VLC_TYPE_F32 && m->layers[il].ffn_norm.type == VLC_TYPE_F32;
+    }
+    if (!all_f32) {
+        const size_t bytes = (size_t) nn * (size_t) hp->n_embd * sizeof(float);
+        st->norm_f32 = malloc(bytes);
+        VLC_CHECK(st->norm_f32 != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes for f32 norm weights", bytes);
+    }
+    for (int32_t i = 0; i < nn; i++) {
+        const vlc_weight * w = i == nn - 1 ? &m->output_norm
+                             : (i % 2 == 0 ? &m->layers[i / 2].attn_norm : &m->layers[i / 2].ffn_norm);
+        if (w->type == VLC_TYPE_F32) {
+            st->norm[i] = w->data;
+        } else {
+            float * dst = st->norm_f32 + (size_t) i * (size_t) hp->n_embd;
+            vlc_cpu_to_f32(dst, w->data, w->type, hp->n_embd);
+            st->norm[i] = dst;
+        }
+    }
+    return VLC_STATUS_OK;
+}
+
+static vlc_status slab_alloc(vlc_text_state * st) {
+    const vlc_hparams * hp = &st->m->hp;
+    const size_t B = (size_t) st->n_batch, C = (size_t) hp->n_embd, F = (size_t) hp->n_ff;
+    const size_t D = (size_t) hp->head_dim, HD = (size_t) hp->n_head * D, KD = (size_t) hp->n_head_kv * D;
+    const int32_t G = hp->n_head / hp->n_head_kv;
+
+    size_t max_in = C > HD ? C : HD;
+    max_in        = max_in > F ? max_in : F;
+    size_t ws     = (size_t) VLC_MATMUL_ROWS * max_in;
+    size_t wa     = vlc_cpu_attn_work_floats(G, hp->head_dim);
+    st->work_stride = round16(ws > wa ? ws : wa);
+
+    const size_t sizes[] = {
+        round16(B * C), round16(B * C), round16(B * HD), round16(B * KD), round16(B * KD),
+        round16(B * HD), round16(B * F), round16(B * F), round16(B * D),
+        st->work_stride * (size_t) st->n_threads, round16((size_t) hp->n_vocab),
+    };
+    float ** ptrs[] = { &st->x, &st->xn, &st->q, &st->k, &st->v, &st->att, &st->gate, &st->up, &st->rope,
+                        &st->work, &st->logits };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        total += sizes[i];
+    }
+    st->slab = aligned_alloc(64, total * sizeof(float));
+    VLC_CHECK(st->slab != NULL, VLC_STATUS_OOM, "cannot allocate the session scratch: %zu bytes (n_batch = %d, %d threads)",
+              total * sizeof(float), st->n_batch, st->n_threads);
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        *ptrs[i] = st->slab + off;
+        off += sizes[i];
+    }
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params * p, vlc_text_state ** out) {
+    VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    VLC_CHECK(m != NULL && m->layers != NULL, VLC_STATUS_INVALID_ARG, "model is NULL or has no weights bound");
+    vlc_session_params prm = { 0, 512, 0, VLC_TYPE_F16 };
+    if (p) {
+        prm = *p;
+    }
+    const vlc_hparams * hp = &m->hp;
+
+    int32_t n_ctx = prm.n_ctx == 0 ? hp->n_ctx_train : prm.n_ctx;
+    VLC_CHECK(n_ctx > 0 && n_ctx <= VLC_MAX_CTX, VLC_STATUS_INVALID_ARG,
+              "n_ctx = %d%s, expected 1 .. %d", n_ctx, prm.n_ctx == 0 ? " (the model's training context)" : "",
+              VLC_MAX_CTX);
+    VLC_CHECK(prm.n_batch >= 0, VLC_STATUS_INVALID_ARG, "n_batch = %d, expected >= 0 (0 = 512)", prm.n_batch);
+    int32_t n_batch = prm.n_batch == 0 ? 512 : prm.n_batch;
+    n_batch         = n_batch > n_ctx ? n_ctx : n_batch;
+    VLC_CHECK(prm.n_threads >= 0 && prm.n_threads <= 1024, VLC_STATUS_INVALID_ARG,
+              "n_threads = %d, expected 0 .. 1024 (0 = all cores)", prm.n_threads);
+    int32_t n_threads = prm.n_threads == 0 ? vlc_n_cpus() : prm.n_threads;
+    VLC_CHECK(prm.type_kv == VLC_TYPE_F16 || prm.type_kv == VLC_TYPE_F32, VLC_STATUS_INVALID_ARG,
+              "type_kv = %d, expected VLC_TYPE_F16 (%d) or VLC_TYPE_F32 (%d)", prm.type_kv, VLC_TYPE_F16,
+              VLC_TYPE_F32);
+
+    vlc_text_state * st = calloc(1, sizeof(*st));
+    VLC_CHECK(st != NULL, VLC_STATUS_OOM, "cannot allocate the text state (%zu bytes)", sizeof(*st));
+    st->m         = m;
+    st->n_ctx     = n_ctx;
+    st->n_batch   = n_batch;
+    st->n_threads = n_threads;
+    st->type_kv   = (uint32_t) prm.type_kv;
+
+    vlc_status s = kv_alloc(st);
+    if (s == VLC_STATUS_OK) {
+        s = norms_init(st);
+    }
+    if (s == VLC_STATUS_OK) {
+        s = slab_alloc(st);
+    }
+    if (s == VLC_STATUS_OK) {
+        s = vlc_pool_create(n_threads, &st->pool);
+    }
+    if (s != VLC_STATUS_OK) {
+        vlc_text_state_free(st);
+        return s;
+    }
+    *out = st;
+    return VLC_STATUS_OK;
+}
+
+void vlc_text_state_free(vlc_text_state * st) {
+    if (!st) {
+        return;
+    }
+    vlc_pool_free(st->pool);
+    kv_free(st);
+    free(st->norm);
+    free(st->norm_f32);
+    free(st->slab);
+    free(st);
+}
+
+void vlc_text_state_reset(vlc_text_state * st) {
+    if (!st) {
+        return;
+    }
+    const int64_t n = (int64_t) st->m->hp.n_layer * st->m->hp.n_head_kv;
+    for (int64_t i = 0; i < n; i++) {
+        st->kv[i].n = 0;
+    }
+    st->n_past     = 0;
+    st->has_logits = 0;
+}
+
+int32_t vlc_text_state_n_past(const vlc_text_state * st) { return st ? st->n_past : 0; }
+int32_t vlc_text_state_n_ctx(const vlc_text_state * st) { return st ? st->n_ctx : 0; }
+uint64_t vlc_text_state_kv_bytes(const vlc_text_state * st) { return st ? st->kv_bytes : 0; }
+
+const float * vlc_text_state_logits(const vlc_text_state * st) {
+    return st && st->has_logits ? st->logits : NULL;
+}
+
+// ---------------------------------------------------------------------------
+// parallel pieces of the forward pass
+
+// What the per-token and per-head tasks of one chunk read.
+typedef struct fwd_ctx {
+    vlc_text_state * st;
+    int32_t          il;      // layer
+    int32_t          p0;      // position of the chunk's first token
+    const int32_t *  tokens;  // [T] or NULL
+    const float *    embd;    // [T, C] or NULL
+    const float *    src;     // rmsnorm input rows  [*, C]
+    float *          dst;     // rmsnorm output rows [*, C]
+    const float *    w;       // rmsnorm weight [C]
+    int32_t          T;       // tokens in the chunk
+} fwd_ctx;
+
+static void embed_task(void * ctx, int64_t i, int ith) {
+    const fwd_ctx *   c = ctx;
+    const vlc_model * m = c->st->m;
+    const int64_t     C = m->hp.n_embd;
+    float *           x = c->st->x + i * C;
+    if (c->tokens) {
+        const size_t es = vlc_type_size(m->tok_embd.type);
+        vlc_cpu_to_f32(x, (const char *) m->tok_embd.data + (size_t) c->tokens[i] * (size_t) C * es,
+                       m->tok_embd.type, C);
+    } else {
+        memcpy(x, c->embd + i * C, (size_t) C * sizeof(float));
+    }
+    const vlc_hparams * hp = &m->hp;
+    vlc_cpu_rope_table(c->st->rope + i * hp->head_dim, c->p0 + (int32_t) i, hp->head_dim, hp->rope_freq_base,
+                       hp->rope_freq_scale);
+}
+
+static void rmsnorm_task(void * ctx, int64_t i, int ith) {
+    const fwd_ctx * c = ctx;
+    const int64_t   C = c->st->m->hp.n_embd;
+    vlc_cpu_rmsnorm(c->dst + i * C, c->src + i * C, c->w, C, c->st->m->hp.rms_eps);
+}
+
+static void rope_task(void * ctx, int64_t i, int ith) {
+    const fwd_ctx *     c  = ctx;
+    const vlc_hparams * hp = &c->st->m->hp;
+    const int64_t       D  = hp->head_dim;
+    const float *       cs = c->st->rope + i * D;
+    vlc_cpu_rope(c->st->q + i * hp->n_head * D, hp->n_head, hp->head_dim, cs);
+    vlc_cpu_rope(c->st->k + i * hp->n_head_kv * D, hp->n_head_kv, hp->head_dim, cs);
+}
+
+// Appends the chunk's K and V rows of KV head g to its buffers (length updated later).
+static void kv_store_task(void * ctx, int64_t g, int ith) {
+    const fwd_ctx *        c  = ctx;
+    const vlc_text_state * st = c->st;
+    const vlc_hparams *    hp = &st->m->hp;
+    const int64_t          D = hp->head_dim, KD = (int64_t) hp->n_head_kv * D;
+    const size_t           es = vlc_type_size(st->type_kv);
+    vlc_kv_head *          h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
+    for (int32_t i = 0; i < c->T; i++) {
+        const int64_t e = h->n + i;
+        vlc_cpu_from_f32((char *) h->k + (size_t) (e * D) * es, st->k + i * KD + g * D, st->type_kv, D);
+        vlc_cpu_from_f32((char *) h->v + (size_t) (e * D) * es, st->v + i * KD + g * D, st->type_kv, D);
+        h->pos[e] = c->p0 + i;
+    }
+}
+
+// Token i of the chunk, KV head g: its G query heads attend causally to the head's
+// entries from before the chunk plus the chunk's first i + 1.
+static void attn_task(void * ctx, int64_t task, int ith) {
+    const fwd_ctx *        c  = ctx;
+    const vlc_text_state * st = c->st;
+    const vlc_hparams *    hp = &st->m->hp;
+    const int64_t          i = task / hp->n_head_kv, g = task % hp->n_head_kv;
+    const int32_t          G  = hp->n_head / hp->n_head_kv;
+    const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
+    const vlc_kv_head *    h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
+    const float            scale = 1.0f / sqrtf((float) hp->head_dim);
+    vlc_cpu_attn(st->att + i * HD + g * G * D, st->q + i * HD + g * G * D, G, h->k, h->v, st->type_kv,
+                 h->n + i + 1, hp->head_dim, scale, st->work + (size_t) ith * st->work_stride);
+}
+
+static void swiglu_task(void * ctx, int64_t i, int ith) {
+    const fwd_ctx * c = ctx;
+    const int64_t   F = c->st->m->hp.n_ff;
+    vlc_cpu_swiglu(c->st->gate + i * F, c->st->gate + i * F, c->st->up + i * F, F);
+}
+
+// Up to three matmuls that read the same input, run as one pool job:
+// y_k[t, o] (+)= W_k[o, :] . x[t, :], tasks = blocks of VLC_MATMUL_ROWS rows of each W_k.
+typedef struct mm_out {
+    float *            y;      // [T, ldy]
+    int64_t            ldy;
+    const vlc_weight * w;      // [n_out, n_in]
+    int                accumulate;
+} mm_out;
+
+typedef struct mm_job {
+    const float * x;      // [T, n_in]
+    int64_t       n_in;
+    int64_t       T;
+    int           n;
+    mm_out        out[3];
+    int64_t       first[4];  // first task of each output; first[n] = total
+    float *       work;
+    size_t        work_stride;
+} mm_job;
+
+static void mm_task(void * ctx, int64_t task, int ith) {
+    const mm_job * j = ctx;
+    int            k = 0;
+    while (task >= j->first[k + 1]) {
+        k++;
+    }
+    const mm_out * o     = &j->out[k];
+    const int64_t  n_out = o->w->ne[1];
+    const int64_t  r0    = (task - j->first[k]) * VLC_MATMUL_ROWS;
+    const int64_t  r1    = r0 + VLC_MATMUL_ROWS < n_out ? r0 + VLC_MATMUL_ROWS : n_out;
+    vlc_cpu_matmul_rows(o->y, o->ldy, o->w->data, o->w->type, j->x, j->n_in, j->n_in, j->T, r0, r1,
+                        o->accumulate, j->work + (size_t) ith * j->work_stride);
+}
+
+static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T, int n, const mm_out * outs) {
+    mm_job j = { .x = x, .n_in = n_in, .T = T, .n = n, .work = st->work, .work_stride = st->work_stride };
+    j.first[0] = 0;
+    for (int k = 0; k < n; k++) {
+        j.out[k]       = outs[k];
+        j.first[k + 1] = j.first[k] + (outs[k].w->ne[1] + VLC_MATMUL_ROWS - 1) / VLC_MATMUL_ROWS;
+    }
+    vlc_pool_run(st->pool, mm_task, &j, j.first[n]);
+}
+
+// ---------------------------------------------------------------------------
+// forward
+
+// Runs one chunk of T <= B tokens at positions n_past .. n_past+T-1 and writes the logits
+// of the chunk rows [lo, T) into y ([T - lo, V]) when y != NULL.
+static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const float * embd, int32_t T,
+                          int32_t lo, float * y) {
+    const vlc_model *   m  = st->m;
+    const vlc_hparams * hp = &m->hp;
+    const int64_t       C = hp->n_embd, F = hp->n_ff;
+    const int64_t       HD = (int64_t) hp->n_head * hp->head_dim, KD = (int64_t) hp->n_head_kv * hp->head_dim;
+    fwd_ctx             c  = { .st = st, .p0 = st->n_past, .tokens = tokens, .embd = embd, .T = T };
+
+    // embeddings (and the RoPE angles of the chunk's positions)
+    vlc_pool_run(st->pool, embed_task, &c, T);
+
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const vlc_layer * L = &m->layers[il];
+        c.il                = il;
+
+        // attention rmsnorm
+        c.src = st->x;
+        c.dst = st->xn;
+        c.w   = st->norm[2 * il];
+        vlc_pool_run(st->pool, rmsnorm_task, &c, T);
+
+        // qkv
+        {
+            const mm_out o[3] = { { st->q, HD, &L->wq, 0 }, { st->k, KD, &L->wk, 0 }, { st->v, KD, &L->wv, 0 } };
+            mm_run(st, st->xn, C, T, 3, o);
+        }
+
+        // rope, then append K and V to the cache
+        vlc_pool_run(st->pool, rope_task, &c, T);
+        vlc_pool_run(st->pool, kv_store_task, &c, hp->n_head_kv);
+
+        // attention
+        vlc_pool_run(st->pool, attn_task, &c, (int64_t) T * hp->n_head_kv);
+        for (int32_t g = 0; g < hp->n_head_kv; g++) {
+            st->kv[(int64_t) il * hp->n_head_kv + g].n += T;
+        }
+
+        // output projection + residual
+        {
+            const mm_out o = { st->x, C, &L->wo, 1 };
+            mm_run(st, st->att, HD, T, 1, &o);
+        }
+
+        // ffn rmsnorm
+        c.w = st->norm[2 * il + 1];
+        vlc_pool_run(st->pool, rmsnorm_task, &c, T);
+
+        // ffn: down(silu(gate(x)) * up(x)) + residual
+        {
+            const mm_out o[2] = { { st->gate, F, &L->w_gate, 0 }, { st->up, F, &L->w_up, 0 } };
+            mm_run(st, st->xn, C, T, 2, o);
+        }
+        vlc_pool_run(st->pool, swiglu_task, &c, T);
+        {
+            const mm_out o = { st->x, C, &L->w_down, 1 };
+            mm_run(st, st->gate, F, T, 1, &o);
+        }
+    }
+    st->n_past += T;
+
+    // final norm and logits, only for the rows asked for
+    if (y && lo < T) {
+        c.src = st->x + lo * C;
+        c.dst = st->xn + lo * C;
+        c.w   = st->norm[2 * hp->n_layer];
+        vlc_pool_run(st->pool, rmsnorm_task, &c, T - lo);
+        const mm_out o = { y, hp->n_vocab, &m->output, 0 };
+        mm_run(st, st->xn + lo * C, C, T - lo, 1, &o);
+    }
+}
+
+vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const float * embd, int32_t n,
+                            float * logits_out, int32_t n_out) {
+    VLC_CHECK(st != NULL, VLC_STATUS_INVALID_ARG, "state is NULL");
+    VLC_CHECK((tokens != NULL) != (embd != NULL), VLC_STATUS_INVALID_ARG,
+              "exactly one of tokens and embd must be given");
+    VLC_CHECK(n > 0, VLC_STATUS_INVALID_ARG, "n = %d, expected > 0", n);
+    VLC_CHECK(n_out >= 0 && n_out <= n, VLC_STATUS_INVALID_ARG, "n_out = %d, expected 0 .. %d", n_out, n);
+    VLC_CHECK(logits_out != NULL || n_out == 0, VLC_STATUS_INVALID_ARG, "logits_out is NULL with n_out = %d", n_out);
+    VLC_CHECK((int64_t) st->n_past + n <= st->n_ctx, VLC_STATUS_CONTEXT_FULL,
+              "%d positions do not fit: %d of the context's %d are used", n, st->n_past, st->n_ctx);
+    const vlc_hparams * hp = &st->m->hp;
+    const int64_t       nh = (int64_t) hp->n_layer * hp->n_head_kv;
+    for (int64_t i = 0; i < nh; i++) {
+        VLC_CHECK((int64_t) st->kv[i].n + n <= st->kv[i].cap, VLC_STATUS_CONTEXT_FULL,
+                  "KV head %" PRId64 " of layer %" PRId64 " holds %d of %d entries, %d more do not fit",
+                  i % hp->n_head_kv, i / hp->n_head_kv, st->kv[i].n, st->kv[i].cap, n);
+    }
+    if (tokens) {
+        for (int32_t i = 0; i < n; i++) {
+            VLC_CHECK(tokens[i] >= 0 && tokens[i] < hp->n_vocab, VLC_STATUS_INVALID_ARG,
+                      "token id %d at index %d is out of range [0, %d)", tokens[i], i, hp->n_vocab);
+        }
+    }
+
+    const int64_t V       = hp->n_vocab;
+    const int32_t first   = n_out > 0 ? n - n_out : n - 1;  // first row whose logits are computed
+    st->has_logits        = 0;
+    for (int32_t c0 = 0; c0 < n; c0 += st->n_batch) {
+        const int32_t T  = n - c0 < st->n_batch ? n - c0 : st->n_batch;
+        const int32_t lo = first > c0 ? first - c0 : 0;  // chunk-local first row with logits
+        float *       y  = NULL;
+        if (lo < T) {
+            y = n_out > 0 ? logits_out + (int64_t) (c0 + lo - first) * V : st->logits;
+        }
+        forward_chunk(st, tokens ? tokens + c0 : NULL, embd ? embd + (int64_t) c0 * hp->n_embd : NULL, T, lo, y);
+    }
+    if (n_out > 0) {
+        memcpy(st->logits, logits_out + (int64_t) (n_out - 1) * V, (size_t) V * sizeof(float));
+    }
+    st->has_logits = 1;
+    return VLC_STATUS_OK;
+}
