@@ -20,6 +20,12 @@
 // SentencePiece models (NFKC charsmaps), or the BPE / WPM / UGM vocabularies of llama.cpp;
 // tokenizer.ggml.model other than "llama" is VLC_STATUS_UNSUPPORTED.
 //
+// Files converted from Hugging Face carry vlcache.tokenizer.prepend_scheme, the rule of
+// transformers 5's Metaspace pre-tokenizer: "first" (legacy=False, the default) prepends
+// "▁" only to a fragment at the very start of the text, "always" (legacy=True) to every
+// fragment; both skip a fragment that already starts with ' ' or "▁". Without the key the
+// SentencePiece / llama.cpp rule of step 2 holds.
+//
 // Where it knowingly differs from llama.cpp (HF wins):
 //   - special tokens are matched leftmost-longest in one pass, not longest-token-first over
 //     fragments (the two differ only when special texts overlap, e.g. "ab" / "bcd");
@@ -49,6 +55,9 @@
 
 #define VLC_TOK_MAX_EOG 16
 
+// When a text fragment gets its "▁" (see the header comment).
+enum { PREPEND_SPM = 0, PREPEND_ALWAYS = 1, PREPEND_FIRST = 2 };
+
 struct vlc_vocab {
     int32_t    n_tokens;        // V
     char *     blob;            // all token texts, back to back (not NUL-terminated)
@@ -72,6 +81,7 @@ struct vlc_vocab {
 
     int32_t    bos, eos, unk, pad; // -1 = none
     int        add_bos, add_eos, add_space_prefix;
+    int        prepend;         // PREPEND_* : when a text fragment gets its "▁"
     int32_t    eog[VLC_TOK_MAX_EOG];
     int32_t    n_eog;
 };
@@ -316,6 +326,18 @@ static vlc_status vocab_read(const vlc_gguf * g, vlc_vocab * v) {
     VLC_TRY(vlc_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", 0, &v->add_bos));
     VLC_TRY(vlc_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", 0, &v->add_eos));
     VLC_TRY(vlc_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", 0, &v->add_space_prefix));
+    vlc_gguf_str scheme = { 0 };
+    VLC_TRY(vlc_gguf_get_str(g, "vlcache.tokenizer.prepend_scheme", 0, &scheme));
+    if (scheme.data) {
+        if (scheme.len == 5 && memcmp(scheme.data, "first", 5) == 0) {
+            v->prepend = PREPEND_FIRST;
+        } else if (scheme.len == 6 && memcmp(scheme.data, "always", 6) == 0) {
+            v->prepend = PREPEND_ALWAYS;
+        } else {
+            return VLC_ERR(VLC_STATUS_UNSUPPORTED, "vlcache.tokenizer.prepend_scheme '%.*s' (first or always)",
+                           (int) (scheme.len > 32 ? 32 : scheme.len), scheme.data);
+        }
+    }
 
     // end-of-generation tokens: eos, eot, eom, and control tokens with a known end text
     add_eog(v, v->eos);
@@ -668,7 +690,13 @@ vlc_status vlc_vocab_tokenize(const vlc_vocab * v, const char * text, size_t len
         }
         // pos is at a special token or the end: flush the text before it
         if (pos > frag) {
-            st = spm_fragment(v, &s, text + frag, pos - frag, v->add_space_prefix && prev_special, &sink);
+            bool prefix = prev_special;  // PREPEND_SPM: at the start and after every special token
+            if (v->prepend != PREPEND_SPM) {
+                const bool marked = text[frag] == ' ' ||
+                                    (pos - frag >= 3 && memcmp(text + frag, k_space_mark, 3) == 0);
+                prefix = !marked && (v->prepend == PREPEND_ALWAYS || frag == 0);
+            }
+            st = spm_fragment(v, &s, text + frag, pos - frag, v->add_space_prefix && prefix, &sink);
             prev_special = false;
         }
         if (id < 0) {

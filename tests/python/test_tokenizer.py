@@ -547,3 +547,23 @@ def test_no_space_prefix_flag(env):
             assert ids == ref.encode(s, add_special_tokens=False).ids, repr(s)
             assert m.detokenize(ids) == ref.decode(ids, skip_special_tokens=True), repr(s)
         assert m.tokenize("Hello", add_bos=False)[0] != env.model.tokenize("Hello", add_bos=False)[0]
+
+
+@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5, reason="transformers 5 behaviour")
+@pytest.mark.parametrize("legacy,scheme", [(False, "first"), (True, "always")])
+def test_prepend_scheme_matches_transformers5(env, legacy, scheme):
+    """With vlcache.tokenizer.prepend_scheme (written by our converter from the HF
+    tokenizer's legacy flag) the ids equal transformers 5's LlamaTokenizer, leading spaces
+    and text after special tokens (e.g. "<image>\\n") included. Runs of spaces stay out:
+    that class orders merges by piece id rather than score (see the test above)."""
+    v5 = transformers.LlamaTokenizer.from_pretrained(str(env.dir / "hf"), add_bos_token=True, legacy=legacy)
+    path = write_vocab_gguf(env.dir / f"prepend_{scheme}.gguf", env.tokens, env.scores, env.types,
+                            extra={"vlcache.tokenizer.prepend_scheme": (scheme, gguf.GGUFValueType.STRING)})
+    strings = [s for s in STRINGS if not _ws_run(s)]
+    assert sum(s[:1] == " " for s in strings) >= 5 and sum("<image>" in s for s in strings) >= 5
+    with vc.Model(path, vocab_only=True) as m:
+        for s in strings:
+            assert m.tokenize(s) == v5.encode(s), repr(s)
+        # "always" agrees with SentencePiece after a special token; "first" drops that "▁"
+        same_as_spm = m.tokenize("USER: <image>\nHi") == env.model.tokenize("USER: <image>\nHi")
+        assert same_as_spm == legacy
