@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 // VLC_CDEF_BEGIN
-#define VLC_ABI_VERSION 1
+#define VLC_ABI_VERSION 2
 
 typedef enum vlc_status {
     VLC_STATUS_OK               =  0,
@@ -56,7 +56,9 @@ typedef struct vlc_session vlc_session;
 typedef struct vlc_sampler vlc_sampler;
 
 typedef struct vlc_model_params {
-    int32_t vocab_only;   // 1 = load only the tokenizer (no weights are bound)
+    const char * mmproj_path; // llama.cpp "mmproj" GGUF holding the vision tower; NULL = none
+                              // (a file from our converter carries its vision tower itself)
+    int32_t vocab_only;       // 1 = load only the tokenizer (no weights are bound)
 } vlc_model_params;
 
 typedef struct vlc_session_params {
@@ -87,6 +89,24 @@ typedef struct vlc_model_info {
     int64_t n_params;         // elements in all tensors
     uint64_t weight_bytes;    // bytes of all tensors in the file
 } vlc_model_info;
+
+// The vision tower (CLIP ViT + projector), when the model has one.
+typedef struct vlc_vision_info {
+    int32_t has_vision;        // 0 = text-only model; the other fields are then 0
+    int32_t image_size;        // side of one square tile, pixels
+    int32_t patch_size;
+    int32_t n_embd;            // ViT width
+    int32_t n_head;
+    int32_t n_ff;
+    int32_t n_layer;           // ViT layers run: hidden state n_layer is the selected feature layer
+    int32_t n_layer_file;      // ViT layers stored in the file
+    int32_t select_full;       // 1 = "full" (CLS row kept), 0 = "default" (CLS dropped)
+    int32_t n_tokens_per_tile; // rows vlc_vision_encode writes per tile
+    int32_t n_embd_out;        // projector output width (= the text model's n_embd)
+    int32_t gelu_exact;        // ViT MLP activation: 1 = erf GELU, 0 = quick_gelu
+    float   image_mean[3];
+    float   image_std[3];
+} vlc_vision_info;
 
 typedef struct vlc_sampler_params {
     float    temperature;     // <= 0: greedy (argmax)
@@ -120,6 +140,7 @@ VLC_API size_t       vlc_session_params_size(void);
 VLC_API size_t       vlc_model_info_size(void);
 VLC_API size_t       vlc_sampler_params_size(void);
 VLC_API size_t       vlc_session_stats_size(void);
+VLC_API size_t       vlc_vision_info_size(void);
 
 // ---- model
 VLC_API void       vlc_model_params_init(vlc_model_params * params);
@@ -127,9 +148,26 @@ VLC_API void       vlc_model_params_init(vlc_model_params * params);
 VLC_API vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vlc_model ** out);
 VLC_API void       vlc_model_free(vlc_model * model);
 VLC_API void       vlc_model_get_info(const vlc_model * model, vlc_model_info * out);
-// A string metadata value, NUL-terminated, owned by the model; NULL when the key is
-// absent or not a string.
+// A string metadata value of the model file (then of its mmproj), NUL-terminated, owned
+// by the model; NULL when the key is absent or not a string.
 VLC_API const char * vlc_model_meta_str(const vlc_model * model, const char * key);
+// A numeric metadata value or array (model file, then mmproj) converted to double: writes
+// up to cap elements and returns the element count (1 for a scalar), -1 when the key is
+// absent or not numeric.
+VLC_API int64_t      vlc_model_meta_num(const vlc_model * model, const char * key, double * out, int64_t cap);
+
+// Copies a tensor of the model (or its mmproj) as f32 into out[n], n = its element count
+// (e.g. "v.image_newline"). VLC_STATUS_INVALID_ARG if absent or n differs.
+VLC_API vlc_status vlc_model_tensor_f32(const vlc_model * model, const char * name, float * out, int64_t n);
+
+// ---- vision
+VLC_API void       vlc_model_get_vision_info(const vlc_model * model, vlc_vision_info * out);
+// Encodes n_tiles preprocessed tiles, pixels [n_tiles, 3, S, S] (normalised, planar RGB,
+// S = image_size), into out [n_tiles, n_tokens_per_tile, n_embd_out]: CLIP ViT up to the
+// feature layer, CLS handling per select strategy, then the projector. Uses n_threads
+// threads (0 = all cores). The model is not changed (callable from several threads).
+VLC_API vlc_status vlc_vision_encode(const vlc_model * model, const float * pixels, int32_t n_tiles,
+                                     int32_t n_threads, float * out);
 
 // ---- tokenizer
 // Tokenizes text_len bytes of text. Writes at most cap ids; *n_out gets the count needed.
@@ -163,6 +201,14 @@ VLC_API void       vlc_session_get_stats(const vlc_session * session, vlc_sessio
 // cases the session is unchanged. Other errors leave n_past unchanged.
 VLC_API vlc_status vlc_session_prefill(vlc_session * session, const int32_t * tokens, int32_t n_tokens,
                                        float * logits, int32_t n_logit_rows);
+// Runs n rows of input embeddings embd [n, n_embd] (e.g. image features from
+// vlc_vision_encode) at positions n_past .. n_past+n-1, like vlc_session_prefill; the
+// session records them as one image span. n_embd must equal the model's.
+VLC_API vlc_status vlc_session_prefill_embd(vlc_session * session, const float * embd, int32_t n, int32_t n_embd,
+                                            float * logits, int32_t n_logit_rows);
+// Image spans prefilled so far (in order); span i covers positions [pos0, pos0 + n).
+VLC_API int32_t    vlc_session_n_images(const vlc_session * session);
+VLC_API vlc_status vlc_session_image_span(const vlc_session * session, int32_t i, int32_t * pos0, int32_t * n);
 // One token at position n_past; logits ([n_vocab]) may be NULL. Same failure rules.
 VLC_API vlc_status vlc_session_decode(vlc_session * session, int32_t token, float * logits);
 // Logits of the last position run, [n_vocab], borrowed: valid until the next call on the

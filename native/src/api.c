@@ -5,15 +5,25 @@
 #include "error.h"
 #include "gguf.h"
 #include "model.h"
+#include "ops_cpu.h"
 #include "tokenizer.h"
+#include "vision.h"
 
 #include <string.h>
 #include <time.h>
 
+typedef struct vlc_span {
+    int32_t pos0;
+    int32_t n;
+} vlc_span;
+
 struct vlc_session {
     vlc_model *       model;
     vlc_text_state *  text;
-    vlc_session_stats stats;  // timings; n_past / n_ctx / kv_bytes are filled on read
+    vlc_session_stats stats;     // timings; n_past / n_ctx / kv_bytes are filled on read
+    vlc_span *        images;    // [n_images] image spans, in prefill order
+    int32_t           n_images;
+    int32_t           cap_images;
 };
 
 // ---------------------------------------------------------------------------
@@ -34,6 +44,7 @@ size_t vlc_session_params_size(void) { return sizeof(vlc_session_params); }
 size_t vlc_model_info_size(void)     { return sizeof(vlc_model_info); }
 size_t vlc_sampler_params_size(void) { return sizeof(vlc_sampler_params); }
 size_t vlc_session_stats_size(void)  { return sizeof(vlc_session_stats); }
+size_t vlc_vision_info_size(void)    { return sizeof(vlc_vision_info); }
 
 static double now_ms(void) {
     struct timespec ts;
@@ -76,6 +87,15 @@ vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vl
                          path, n_vocab, m->hp.n_vocab);
         }
     }
+    // the vision tower: from a llama.cpp mmproj file, or from our one-file LLaVA
+    if (st == VLC_STATUS_OK && !m->vocab_only && p.mmproj_path) {
+        st = vlc_gguf_open(p.mmproj_path, &m->mmproj);
+        if (st == VLC_STATUS_OK) {
+            st = vlc_vision_load(m->mmproj, m->hp.n_embd, &m->vision);
+        }
+    } else if (st == VLC_STATUS_OK && !m->vocab_only && vlc_gguf_find_kv(m->gguf, "clip.vision.image_size")) {
+        st = vlc_vision_load(m->gguf, m->hp.n_embd, &m->vision);
+    }
     if (st != VLC_STATUS_OK) {
         vlc_model_free(m);
         return st;
@@ -88,6 +108,8 @@ void vlc_model_free(vlc_model * m) {
     if (!m) {
         return;
     }
+    vlc_vision_free(m->vision);
+    vlc_gguf_close(m->mmproj);
     vlc_text_model_free(m);
     vlc_vocab_free(m->vocab);
     vlc_gguf_close(m->gguf);
@@ -126,9 +148,33 @@ void vlc_model_get_info(const vlc_model * m, vlc_model_info * out) {
     out->weight_type     = m->hp.n_layer > 0 ? (int32_t) m->layers[0].wq.type : (int32_t) m->tok_embd.type;
 }
 
+// The metadata record of key in the model file, else in the mmproj; NULL if in neither.
+static const vlc_gguf_kv * find_meta(const vlc_model * m, const char * key) {
+    const vlc_gguf_kv * kv = key ? vlc_gguf_find_kv(m->gguf, key) : NULL;
+    if (!kv && key && m->mmproj) {
+        kv = vlc_gguf_find_kv(m->mmproj, key);
+    }
+    return kv;
+}
+
+int64_t vlc_model_meta_num(const vlc_model * m, const char * key, double * out, int64_t cap) {
+    const vlc_gguf_kv * kv = find_meta(m, key);
+    if (!kv) {
+        return -1;
+    }
+    const uint32_t type = kv->type == VLC_GGUF_ARRAY ? kv->arr_type : kv->type;
+    if (type == VLC_GGUF_STRING || type == VLC_GGUF_BOOL || type == VLC_GGUF_ARRAY) {
+        return -1;
+    }
+    for (int64_t i = 0; i < cap && (uint64_t) i < kv->n; i++) {
+        out[i] = vlc_gguf_arr_float(kv, (uint64_t) i);
+    }
+    return (int64_t) kv->n;
+}
+
 const char * vlc_model_meta_str(const vlc_model * m_const, const char * key) {
     vlc_model * m = (vlc_model *) m_const;  // the cache is logically const (a memo)
-    const vlc_gguf_kv * kv = key ? vlc_gguf_find_kv(m->gguf, key) : NULL;
+    const vlc_gguf_kv * kv = find_meta(m, key);
     if (!kv || kv->type != VLC_GGUF_STRING) {
         return NULL;
     }
@@ -146,6 +192,43 @@ const char * vlc_model_meta_str(const vlc_model * m_const, const char * key) {
     m->meta_cache = cache;
     m->meta_cache[m->n_meta_cache++] = s;
     return s;
+}
+
+vlc_status vlc_model_tensor_f32(const vlc_model * m, const char * name, float * out, int64_t n) {
+    VLC_CHECK(m && name && (out || n == 0), VLC_STATUS_INVALID_ARG, "model, name or out is NULL");
+    const vlc_gguf_tensor * t = vlc_gguf_find_tensor(m->gguf, name);
+    if (!t && m->mmproj) {
+        t = vlc_gguf_find_tensor(m->mmproj, name);
+    }
+    VLC_CHECK(t != NULL, VLC_STATUS_INVALID_ARG, "no tensor '%s' in the model", name);
+    const int64_t ne = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    VLC_CHECK(n == ne, VLC_STATUS_INVALID_ARG, "tensor '%s' has %lld elements, out holds %lld", name,
+              (long long) ne, (long long) n);
+    VLC_CHECK(vlc_type_size(t->type) != 0, VLC_STATUS_UNSUPPORTED, "tensor '%s' has type %s; only F32/F16/BF16 copy out",
+              name, vlc_ggml_type_name(t->type));
+    vlc_cpu_to_f32(out, t->data, t->type, n);
+    return VLC_STATUS_OK;
+}
+
+// ---------------------------------------------------------------------------
+// vision
+
+void vlc_model_get_vision_info(const vlc_model * m, vlc_vision_info * out) {
+    memset(out, 0, sizeof(*out));
+    if (m->vision) {
+        vlc_vision_get_info(m->vision, out);
+    }
+}
+
+vlc_status vlc_vision_encode(const vlc_model * m, const float * pixels, int32_t n_tiles, int32_t n_threads,
+                             float * out) {
+    VLC_CHECK(m != NULL, VLC_STATUS_INVALID_ARG, "model is NULL");
+    VLC_CHECK(m->vision != NULL, VLC_STATUS_INVALID_ARG,
+              "the model has no vision tower: convert a LLaVA checkpoint, or pass the llama.cpp mmproj file");
+    VLC_CHECK(pixels && out, VLC_STATUS_INVALID_ARG, "pixels or out is NULL");
+    VLC_CHECK(n_tiles > 0, VLC_STATUS_INVALID_ARG, "n_tiles = %d, expected > 0", n_tiles);
+    VLC_CHECK(n_threads >= 0, VLC_STATUS_INVALID_ARG, "n_threads = %d, expected >= 0", n_threads);
+    return vlc_vision_encode_tiles(m->vision, pixels, n_tiles, n_threads ? n_threads : vlc_n_cpus(), out);
 }
 
 // ---------------------------------------------------------------------------
@@ -227,12 +310,14 @@ void vlc_session_free(vlc_session * s) {
         return;
     }
     vlc_text_state_free(s->text);
+    free(s->images);
     free(s);
 }
 
 void vlc_session_reset(vlc_session * s) {
     vlc_text_state_reset(s->text);
     memset(&s->stats, 0, sizeof(s->stats));
+    s->n_images = 0;
 }
 
 int32_t vlc_session_n_past(const vlc_session * s) { return vlc_text_state_n_past(s->text); }
@@ -272,6 +357,43 @@ vlc_status vlc_session_prefill(vlc_session * s, const int32_t * tokens, int32_t 
     VLC_TRY(vlc_text_forward(s->text, tokens, NULL, n_tokens, logits, n_logit_rows));
     s->stats.prefill_ms += now_ms() - t0;
     s->stats.n_prefill_tokens += n_tokens;
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_session_prefill_embd(vlc_session * s, const float * embd, int32_t n, int32_t n_embd, float * logits,
+                                    int32_t n_logit_rows) {
+    VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
+    VLC_CHECK(n > 0 && embd != NULL, VLC_STATUS_INVALID_ARG, "n = %d rows of embeddings, expected > 0", n);
+    VLC_CHECK(n_embd == s->model->hp.n_embd, VLC_STATUS_INVALID_ARG,
+              "embeddings have width %d, the text model's n_embd is %d", n_embd, s->model->hp.n_embd);
+    VLC_CHECK(n_logit_rows >= 0 && n_logit_rows <= n, VLC_STATUS_INVALID_ARG,
+              "n_logit_rows = %d, expected 0 .. %d", n_logit_rows, n);
+    VLC_CHECK(logits || n_logit_rows == 0, VLC_STATUS_INVALID_ARG, "logits is NULL with n_logit_rows = %d", n_logit_rows);
+    const int32_t n_past = vlc_text_state_n_past(s->text), n_ctx = vlc_text_state_n_ctx(s->text);
+    VLC_CHECK((int64_t) n_past + n <= n_ctx, VLC_STATUS_CONTEXT_FULL,
+              "%d image rows do not fit: %d of the context's %d are used, %d are free", n, n_past, n_ctx, n_ctx - n_past);
+    if (s->n_images == s->cap_images) {  // grow first, so a failure changes nothing
+        int32_t    cap = s->cap_images ? 2 * s->cap_images : 8;
+        vlc_span * sp  = realloc(s->images, (size_t) cap * sizeof(vlc_span));
+        VLC_CHECK(sp != NULL, VLC_STATUS_OOM, "cannot record image span %d", s->n_images);
+        s->images     = sp;
+        s->cap_images = cap;
+    }
+    double t0 = now_ms();
+    VLC_TRY(vlc_text_forward(s->text, NULL, embd, n, logits, n_logit_rows));
+    s->stats.prefill_ms += now_ms() - t0;
+    s->stats.n_prefill_tokens += n;
+    s->images[s->n_images++] = (vlc_span) { n_past, n };
+    return VLC_STATUS_OK;
+}
+
+int32_t vlc_session_n_images(const vlc_session * s) { return s->n_images; }
+
+vlc_status vlc_session_image_span(const vlc_session * s, int32_t i, int32_t * pos0, int32_t * n) {
+    VLC_CHECK(s && pos0 && n, VLC_STATUS_INVALID_ARG, "session, pos0 or n is NULL");
+    VLC_CHECK(i >= 0 && i < s->n_images, VLC_STATUS_INVALID_ARG, "image %d of %d", i, s->n_images);
+    *pos0 = s->images[i].pos0;
+    *n    = s->images[i].n;
     return VLC_STATUS_OK;
 }
 

@@ -50,9 +50,10 @@ static vlc_status read_hparams(vlc_model * m) {
 
     vlc_gguf_str arch = { 0 };
     VLC_TRY(vlc_gguf_get_str(g, "general.architecture", 1, &arch));
-    if (!str_eq(arch, "llama")) {
+    // "llava" is our one-file LLaVA (tools/GGUF_FORMAT.md): the text model keeps llama.* keys
+    if (!str_eq(arch, "llama") && !str_eq(arch, "llava")) {
         int n = arch.len > 64 ? 64 : (int) arch.len;
-        return VLC_ERR(VLC_STATUS_UNSUPPORTED, "unknown architecture '%.*s' (only 'llama' runs)", n, arch.data);
+        return VLC_ERR(VLC_STATUS_UNSUPPORTED, "unknown architecture '%.*s' (llama and llava run)", n, arch.data);
     }
 
     VLC_TRY(get_i32(g, "llama.embedding_length", 1, &hp->n_embd, 1, VLC_MAX_DIM));

@@ -6,6 +6,7 @@
 
 #include "gguf.h"
 #include "tokenizer.h"
+#include "vision.h"
 
 // A weight matrix (or vector) viewed in place: ne[0] = row length (input features),
 // ne[1] = rows (output features), as in GGUF.
@@ -44,6 +45,8 @@ struct vlc_model {
     vlc_weight  output_norm;  // output_norm  (C)
     vlc_weight  output;       // output       (C, V); == tok_embd when tied
     vlc_layer * layers;       // [L]
+    vlc_gguf *  mmproj;       // llama.cpp mmproj file, when the vision tower comes from one
+    vlc_vision * vision;      // NULL for a text-only model
     char **     meta_cache;   // NUL-terminated copies handed out by vlc_model_meta_str
     int64_t     n_meta_cache;
 };

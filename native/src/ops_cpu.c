@@ -392,3 +392,73 @@ void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// ---- vision ops
+
+void vlc_cpu_layernorm(float * out, const float * x, const float * w, const float * b, int64_t n, float eps) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        s += (double) x[i];
+    }
+    const double mean = s / (double) n;
+    double       ss   = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double) x[i] - mean;
+        ss += d * d;
+    }
+    const float m = (float) mean;
+    const float r = (float) (1.0 / sqrt(ss / (double) n + (double) eps));
+    for (int64_t i = 0; i < n; i++) {
+        float y = (x[i] - m) * r;
+        if (w) {
+            y *= w[i];
+        }
+        if (b) {
+            y += b[i];
+        }
+        out[i] = y;
+    }
+}
+
+void vlc_cpu_add(float * x, const float * b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        x[i] += b[i];
+    }
+}
+
+void vlc_cpu_gelu_erf(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    }
+}
+
+void vlc_cpu_gelu_tanh(float * x, int64_t n) {
+    const float k = 0.79788456080286536f;  // sqrt(2 / pi)
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+void vlc_cpu_quick_gelu(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    }
+}
+
+void vlc_cpu_patchify(float * out, const float * img, int32_t S, int32_t P) {
+    const int32_t np = S / P;  // patches per side
+    const int64_t K  = 3 * (int64_t) P * P;
+    for (int32_t py = 0; py < np; py++) {
+        for (int32_t px = 0; px < np; px++) {
+            float * row = out + ((int64_t) py * np + px) * K;
+            for (int32_t ch = 0; ch < 3; ch++) {
+                for (int32_t ky = 0; ky < P; ky++) {
+                    const float * src = img + ((int64_t) ch * S + (int64_t) py * P + ky) * S + (int64_t) px * P;
+                    memcpy(row + ((int64_t) ch * P + ky) * P, src, (size_t) P * sizeof(float));
+                }
+            }
+        }
+    }
+}

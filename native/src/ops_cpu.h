@@ -102,3 +102,28 @@ size_t vlc_cpu_attn_work_floats(int32_t G, int32_t D);
 // N-long score row is ever stored. N >= 1. out must not overlap q.
 void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const void * v,
                   uint32_t kv_type, int64_t N, int32_t D, float scale, float * work);
+
+// ---------------------------------------------------------------------------
+// vision ops (the CLIP ViT and the LLaVA projector, vision.c). Same rules: f32, one fixed
+// order per output element.
+
+// out[n] = (x - mean) / sqrt(var + eps) * w + b, mean and biased variance of x[n]
+// accumulated in double over two passes (as torch's LayerNorm, to f32 rounding). w or b
+// may be NULL (1 / 0). out may equal x.
+void vlc_cpu_layernorm(float * out, const float * x, const float * w, const float * b, int64_t n, float eps);
+
+// x[n] += b[n].
+void vlc_cpu_add(float * x, const float * b, int64_t n);
+
+// In place over x[n]. Exact GELU 0.5 x (1 + erf(x / sqrt 2)) (torch "gelu"); its tanh
+// approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) ("gelu_pytorch_tanh",
+// "gelu_new"); CLIP's quick_gelu x * sigmoid(1.702 x).
+void vlc_cpu_gelu_erf(float * x, int64_t n);
+void vlc_cpu_gelu_tanh(float * x, int64_t n);
+void vlc_cpu_quick_gelu(float * x, int64_t n);
+
+// Patchify for a PxP stride-P convolution without padding, as im2col: img [3, S, S]
+// (planar) -> out [(S/P)^2, 3*P*P], patch p = py * (S/P) + px (row-major), element
+// (ch, ky, kx) at ch*P*P + ky*P + kx, the order of a torch Conv2d weight [Cout, 3, P, P]
+// (GGUF ne [P, P, 3, Cout]), so the convolution is out times W^T. S % P == 0.
+void vlc_cpu_patchify(float * out, const float * img, int32_t S, int32_t P);

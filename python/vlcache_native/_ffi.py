@@ -76,6 +76,7 @@ for _struct, _size_fn in [
     ("vlc_model_info", lib.vlc_model_info_size),
     ("vlc_sampler_params", lib.vlc_sampler_params_size),
     ("vlc_session_stats", lib.vlc_session_stats_size),
+    ("vlc_vision_info", lib.vlc_vision_info_size),
 ]:
     if ffi.sizeof(_struct) != _size_fn():
         raise ImportError(

@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ._ffi import ffi, lib
+from . import chat as _chat
 from .errors import ContextFullError, InvalidArgumentError, ModelIOError, VlcacheError, check
 from .session import Session, _as_ids
 
@@ -26,6 +27,8 @@ class GenerationStats:
     ttft_ms: float = 0.0             # call start to the first sampled token
     total_ms: float = 0.0
     kv_bytes: int = 0                # KV bytes the allocator holds at the end
+    image_tokens: int = 0            # prompt positions taken by image embeddings
+    image_encode_ms: float = 0.0     # preprocessing + vision tower, all images
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -93,30 +96,49 @@ class Model:
 
     Args:
         path: GGUF file, from tools/convert_hf_to_gguf.py or llama.cpp's converter.
+        mmproj: llama.cpp's vision-tower GGUF ("mmproj") to pair with a llama.cpp text GGUF.
         n_ctx: tokens of context for sessions made by this model (KV cache size).
         n_threads: CPU threads; None = all cores.
         n_batch: most tokens per prefill chunk (bounds the scratch memory).
         kv_type: "f16" (default) or "f32" KV cache.
         vocab_only: load only the tokenizer.
+        chat_template: "llava-1.5", "llava-1.6-mistral" or "llava-1.6-vicuna"; default: the
+            file's vlcache.chat_template, else llava-1.5 for a model with a vision tower.
     """
 
-    def __init__(self, path: str | os.PathLike, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False):
+    def __init__(self, path: str | os.PathLike, mmproj: str | os.PathLike | None = None, *, n_ctx: int = 4096,
+                 n_threads: int | None = None, n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False,
+                 chat_template: str | None = None):
         self._ptr = ffi.NULL
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._gen_session: Session | None = None
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise ModelIOError(f"model file not found: {self.path!r}")
+        self.mmproj = os.fspath(mmproj) if mmproj is not None else None
+        for p in (self.path, self.mmproj):
+            if p is not None and not os.path.exists(p):
+                raise ModelIOError(f"model file not found: {p!r}")
         params = ffi.new("vlc_model_params *")
         lib.vlc_model_params_init(params)
         params.vocab_only = int(vocab_only)
+        mmproj_c = ffi.new("char[]", self.mmproj.encode()) if self.mmproj else ffi.NULL
+        params.mmproj_path = mmproj_c
         out = ffi.new("vlc_model **")
         check(lib.vlc_model_load(self.path.encode(), params, out))
         self._ptr = out[0]
         info = ffi.new("vlc_model_info *")
         lib.vlc_model_get_info(self._ptr, info)
         self._info = {name: getattr(info, name) for name, _ in ffi.typeof("vlc_model_info").fields}
+        vinfo = ffi.new("vlc_vision_info *")
+        lib.vlc_model_get_vision_info(self._ptr, vinfo)
+        self._vision = {name: getattr(vinfo, name) for name, _ in ffi.typeof("vlc_vision_info").fields}
+        for k in ("image_mean", "image_std"):
+            self._vision[k] = list(self._vision[k])
+        self.chat_template = chat_template or self.metadata("vlcache.chat_template") or (
+            "llava-1.5" if self.has_vision else None)
+        if self.chat_template is not None and self.chat_template not in _chat.TEMPLATES:
+            raise InvalidArgumentError(f"chat_template={self.chat_template!r}, expected one of {_chat.TEMPLATES}")
+        self._processor = None
+        self._image_token = None  # (text, id or None), looked up on first use
         self.n_ctx = int(n_ctx)
         self.n_threads = n_threads
         self.n_batch = int(n_batch)
@@ -221,6 +243,113 @@ class Model:
         """True for tokens that end generation (EOS, end-of-turn)."""
         return bool(lib.vlc_token_is_eog(self._handle(), int(token_id)))
 
+    # ---- vision
+
+    @property
+    def has_vision(self) -> bool:
+        """True when the model has a vision tower (a LLaVA file, or a text file + mmproj)."""
+        return bool(self._vision["has_vision"])
+
+    @property
+    def vision_info(self) -> dict:
+        """The vision tower's hyperparameters (see vlc_vision_info in vlcache.h)."""
+        return dict(self._vision)
+
+    def _require_vision(self) -> None:
+        self._handle()
+        if not self.has_vision:
+            raise InvalidArgumentError(
+                "this model has no vision tower: convert a LLaVA checkpoint with tools/convert_hf_to_gguf.py, "
+                "or pass llama.cpp's mmproj file as Model(text_gguf, mmproj=...)")
+
+    def encode_tiles(self, pixels: np.ndarray) -> np.ndarray:
+        """Vision tower + projector on preprocessed tiles ``[n, 3, S, S]`` -> ``[n, tokens_per_tile, n_embd]``."""
+        self._require_vision()
+        v = self._vision
+        px = np.ascontiguousarray(pixels, dtype=np.float32)
+        S = v["image_size"]
+        if px.ndim != 4 or px.shape[1:] != (3, S, S) or px.shape[0] == 0:
+            raise InvalidArgumentError(f"pixels must have shape [n, 3, {S}, {S}], got {list(px.shape)}")
+        out = np.empty((px.shape[0], v["n_tokens_per_tile"], v["n_embd_out"]), dtype=np.float32)
+        check(lib.vlc_vision_encode(self._ptr, ffi.from_buffer("float[]", px), px.shape[0], self.n_threads or 0,
+                                    ffi.from_buffer("float[]", out, require_writable=True)))
+        return out
+
+    def image_processor(self):
+        """The :class:`~vlcache_native.image.ImageProcessor` this model's images go through."""
+        self._require_vision()
+        if self._processor is None:
+            from .image import processor_for_model
+            self._processor = processor_for_model(self)
+        return self._processor
+
+    def encode_image(self, image) -> np.ndarray:
+        """Image embeddings ``[n_image_tokens, n_embd]`` as the text model takes them.
+
+        ``image``: a path, bytes, a PIL image or a uint8 array. The result can be kept and
+        passed again (in ``images=`` or to :meth:`Session.prefill`) to skip re-encoding.
+        """
+        proc = self.image_processor()
+        processed = proc(image)
+        return proc.features(processed, self.encode_tiles(processed.pixels), self)
+
+    # ---- prompts with images
+
+    def _image_token_id(self) -> int | None:
+        """Id of the "<image>" placeholder when the vocabulary has it as one token."""
+        if self._image_token is None:
+            text = self.metadata("vlcache.image.token") or _chat.IMAGE_PLACEHOLDER
+            ids = self.tokenize(text, add_bos=False)
+            self._image_token = (text, ids[0] if len(ids) == 1 else None)
+        return self._image_token[1]
+
+    def _prompt_chunks(self, prompt, images, add_bos: bool) -> tuple[list, GenerationStats]:
+        """Token ids and image embeddings of a prompt, in order, for Session.prefill."""
+        stats = GenerationStats()
+        images = list(images or [])
+        if not isinstance(prompt, (str, bytes)):
+            if images:
+                raise InvalidArgumentError("images need a text prompt with <image> placeholders, not token ids")
+            return [list(_as_ids(prompt))], stats
+        if isinstance(prompt, bytes):
+            prompt = prompt.decode("utf-8")
+        n_marks = prompt.count(_chat.IMAGE_PLACEHOLDER)
+        if images and n_marks == 0:  # like llama.cpp's mtmd-cli: a user turn with the images first
+            if self.chat_template is None:
+                raise InvalidArgumentError("images given, but the prompt has no <image> placeholder "
+                                           "and the model no chat template")
+            parts = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": prompt}]
+            prompt, _ = _chat.format_chat([{"role": "user", "content": parts}], self.chat_template)
+            n_marks = len(images)
+        if n_marks != len(images):
+            raise InvalidArgumentError(f"the prompt has {n_marks} {_chat.IMAGE_PLACEHOLDER} placeholder(s) "
+                                       f"but {len(images)} image(s) were given")
+        if images:
+            self._require_vision()
+        t0 = time.perf_counter()
+        feats = [im if isinstance(im, np.ndarray) and im.ndim == 2 and im.dtype.kind == "f"
+                 else self.encode_image(im) for im in images]
+        stats.image_encode_ms = (time.perf_counter() - t0) * 1e3
+        stats.image_tokens = sum(len(f) for f in feats)
+
+        # Tokenize as Hugging Face does: the whole text, the placeholder parsed as its special
+        # token, then each placeholder replaced by its image's rows. A vocabulary without
+        # the placeholder token (llama.cpp files) is tokenized piece by piece instead.
+        image_id = self._image_token_id() if images else None
+        if image_id is not None:
+            ids = self.tokenize(prompt, add_bos=add_bos)
+            cut = [i for i, t in enumerate(ids) if t == image_id]
+            if len(cut) != len(feats):
+                raise InvalidArgumentError(f"the prompt tokenizes to {len(cut)} image tokens, expected {len(feats)}")
+            pieces = [ids[a + 1:b] for a, b in zip([-1] + cut, cut + [len(ids)])]
+        else:
+            texts = prompt.split(_chat.IMAGE_PLACEHOLDER)
+            pieces = [self.tokenize(t, add_bos=add_bos and i == 0) if t or i == 0 else [] for i, t in enumerate(texts)]
+        chunks: list = [pieces[0]]
+        for f, piece in zip(feats, pieces[1:]):
+            chunks += [f, piece]
+        return chunks, stats
+
     # ---- sessions and generation
 
     def session(self, *, n_ctx: int | None = None, n_threads: int | None = None,
@@ -231,12 +360,27 @@ class Model:
         self._sessions.add(s)
         return s
 
-    def generate(self, prompt: str | Sequence[int], *, max_tokens: int = 128, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repeat_penalty: float = 1.0,
-                 repeat_last_n: int = 64, seed: int = 0, stop: str | Sequence[str] | None = None,
-                 stream: bool = False, add_bos: bool = True) -> Completion | CompletionStream:
+    def chat(self, messages, **kwargs) -> Completion | CompletionStream:
+        """Replies to OpenAI-style ``messages`` (text and image parts, several turns).
+
+        The messages go through the model's chat template (:mod:`vlcache_native.chat`);
+        keyword arguments are those of :meth:`generate`.
+        """
+        if self.chat_template is None:
+            raise InvalidArgumentError("the model has no chat template; pass Model(..., chat_template=...)")
+        prompt, images = _chat.format_chat(messages, self.chat_template)
+        return self.generate(prompt, images=images, **kwargs)
+
+    def generate(self, prompt: str | Sequence[int], *, images: Sequence | None = None, max_tokens: int = 128,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                 repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
+                 stop: str | Sequence[str] | None = None, stream: bool = False,
+                 add_bos: bool = True) -> Completion | CompletionStream:
         """Generates a continuation of ``prompt`` (text, or token ids used as they are).
 
+        ``images``: one per ``<image>`` placeholder in the prompt (paths, bytes, PIL images,
+        uint8 arrays, or embeddings from :meth:`encode_image`); with no placeholder the
+        prompt becomes one user turn of the chat template with the images first.
         Greedy by default (temperature 0). Sampling is seeded: the same seed gives the same
         tokens. Generation ends at an end-of-generation token, at a ``stop`` string (not
         included in the text), after ``max_tokens``, or when the context is full.
@@ -244,11 +388,13 @@ class Model:
         """
         if max_tokens < 0:
             raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
-        ids = self.tokenize(prompt, add_bos=add_bos) if isinstance(prompt, (str, bytes)) else list(_as_ids(prompt))
-        if not ids:
+        t_start = time.perf_counter()
+        chunks, stats = self._prompt_chunks(prompt, images, add_bos)
+        n_prompt = sum(len(c) for c in chunks)
+        if n_prompt == 0:
             raise InvalidArgumentError("the prompt is empty (no tokens)")
-        if len(ids) > self.n_ctx:
-            raise ContextFullError(f"the prompt has {len(ids)} tokens but the context holds {self.n_ctx} (n_ctx)")
+        if n_prompt > self.n_ctx:
+            raise ContextFullError(f"the prompt has {n_prompt} tokens but the context holds {self.n_ctx} (n_ctx)")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not s for s in stops):
             raise InvalidArgumentError("stop strings must not be empty")
@@ -264,7 +410,8 @@ class Model:
         out = ffi.new("vlc_sampler **")
         check(lib.vlc_sampler_create(params, out))
         sampler = ffi.gc(out[0], lib.vlc_sampler_free)
-        result = CompletionStream(self._generate(ids, max_tokens, sampler, stops))
+        stats.prompt_tokens = n_prompt
+        result = CompletionStream(self._generate(chunks, max_tokens, sampler, stops, stats, t_start))
         if stream:
             return result
         for _ in result:
@@ -279,13 +426,14 @@ class Model:
             s.reset()
         return s
 
-    def _generate(self, ids: list[int], max_tokens: int, sampler, stops: list[str]):
-        t_start = time.perf_counter()
+    def _generate(self, chunks: list, max_tokens: int, sampler, stops: list[str], stats: GenerationStats,
+                  t_start: float):
         sess = self._generation_session()
-        stats = GenerationStats(prompt_tokens=len(ids))
-        for t in ids:
-            lib.vlc_sampler_accept(sampler, t)
-        logits = sess.prefill(ids)
+        for c in chunks:
+            if not isinstance(c, np.ndarray) or c.ndim == 1:  # text tokens feed the repetition penalty
+                for t in c:
+                    lib.vlc_sampler_accept(sampler, int(t))
+        logits = sess.prefill(chunks)
         tokens: list[int] = []
         text, emitted, finish, stopped = "", 0, "length", False
         longest_stop = max((len(s) for s in stops), default=0)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from ._ffi import ffi, lib
-from .errors import InvalidArgumentError, VlcacheError, check
+from .errors import ContextFullError, InvalidArgumentError, VlcacheError, check
 
 if TYPE_CHECKING:
     from .model import Model
@@ -114,20 +114,76 @@ class Session:
 
     # ---- compute
 
-    def prefill(self, ids, all_logits: bool = False) -> np.ndarray:
-        """Runs token ids through the model at positions ``n_past ..`` and caches them.
+    def prefill(self, chunks, all_logits: bool = False) -> np.ndarray:
+        """Runs a prompt through the model at positions ``n_past ..`` and caches it.
 
-        Returns float32 logits: ``[n_vocab]`` for the last position, or
-        ``[len(ids), n_vocab]`` when ``all_logits``. On error (id out of range, context
-        full) the session is unchanged.
+        ``chunks`` is a list of token ids (ints), or a list whose items are token ids (an
+        int, a list or 1-D int array of ints) and image embeddings (float32 arrays
+        ``[n, n_embd]``, e.g. from :meth:`Model.encode_image`); each embedding array takes
+        ordinary sequential positions and is remembered as an image span (see
+        :attr:`image_spans`). Returns float32 logits: ``[n_vocab]`` for the last
+        position, or ``[total, n_vocab]`` for every position when ``all_logits``. The
+        whole prompt is checked (ids in range, widths, context room) before anything
+        runs, so on such an error the session is unchanged.
         """
-        arr = _as_ids(ids)
-        rows = len(arr) if all_logits else 1
-        out = np.empty((rows, self.n_vocab), dtype=np.float32)
-        check(lib.vlc_session_prefill(
-            self._handle(), ffi.from_buffer("int32_t[]", arr), len(arr),
-            ffi.from_buffer("float[]", out, require_writable=True), rows if len(arr) else 0))
+        parts = self._parts(chunks)
+        total = sum(len(a) for _, a in parts)
+        if total == 0:
+            raise InvalidArgumentError("the prompt is empty (no tokens)")
+        free = self.n_ctx - self.n_past
+        if total > free:
+            raise ContextFullError(f"{total} positions do not fit: {self.n_past} of the context's "
+                                   f"{self.n_ctx} are used, {free} are free")
+        out = np.empty((total if all_logits else 1, self.n_vocab), dtype=np.float32)
+        h, off = self._handle(), 0
+        for i, (kind, arr) in enumerate(parts):
+            n = len(arr)
+            rows = n if all_logits else (1 if i == len(parts) - 1 else 0)
+            dst = out[off:off + n] if all_logits else out
+            buf = ffi.from_buffer("float[]", dst, require_writable=True) if rows else ffi.NULL
+            if kind == "tokens":
+                check(lib.vlc_session_prefill(h, ffi.from_buffer("int32_t[]", arr), n, buf, rows))
+            else:
+                check(lib.vlc_session_prefill_embd(h, ffi.from_buffer("float[]", arr), n, arr.shape[1], buf, rows))
+            off += n
         return out if all_logits else out[0]
+
+    def _parts(self, chunks) -> list:
+        """Normalises prefill input into [("tokens", int32[n]) | ("embd", float32[n, C])]."""
+        if isinstance(chunks, np.ndarray) and chunks.ndim == 2:
+            chunks = [chunks]
+        elif isinstance(chunks, np.ndarray) or all(isinstance(c, (int, np.integer)) for c in chunks):
+            chunks = [chunks]
+        parts: list = []
+        for c in chunks:
+            if isinstance(c, np.ndarray) and c.ndim == 2:
+                if not np.issubdtype(c.dtype, np.floating):
+                    raise InvalidArgumentError(f"image embeddings must be float, got dtype {c.dtype}")
+                if c.shape[1] != self._model.n_embd:
+                    raise InvalidArgumentError(f"image embeddings have width {c.shape[1]}, the text model's "
+                                               f"n_embd is {self._model.n_embd}")
+                if len(c):
+                    parts.append(("embd", np.ascontiguousarray(c, dtype=np.float32)))
+                continue
+            ids = _as_ids(c)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.n_vocab):
+                bad = int(ids[(ids < 0) | (ids >= self.n_vocab)][0])
+                raise InvalidArgumentError(f"token id {bad} is out of range [0, {self.n_vocab})")
+            if parts and parts[-1][0] == "tokens":
+                parts[-1] = ("tokens", np.concatenate([parts[-1][1], ids]))
+            elif ids.size:
+                parts.append(("tokens", ids))
+        return parts
+
+    @property
+    def image_spans(self) -> list[tuple[int, int]]:
+        """(first position, length) of every image prefilled since the last reset, in order."""
+        h, p0, n = self._handle(), ffi.new("int32_t *"), ffi.new("int32_t *")
+        spans = []
+        for i in range(lib.vlc_session_n_images(h)):
+            check(lib.vlc_session_image_span(h, i, p0, n))
+            spans.append((p0[0], n[0]))
+        return spans
 
     def decode(self, token_id: int) -> np.ndarray:
         """Runs one token at position ``n_past``; returns its logits ``[n_vocab]``."""

@@ -161,3 +161,38 @@ def test_token_to_piece_out_of_range(tiny_gguf):
             m.token_to_piece(300)
         with pytest.raises(vc.InvalidArgumentError, match="vocab_only"):
             m.session()
+
+
+def test_image_given_to_a_text_only_model(tiny_gguf, tmp_path):
+    with vc.Model(tiny_gguf, n_ctx=64) as m:
+        assert not m.has_vision and m.vision_info["has_vision"] == 0
+        with pytest.raises(vc.InvalidArgumentError, match="no vision tower"):
+            m.generate("<image>\nWhat is it?", images=[np.zeros((8, 8, 3), np.uint8)])
+        with pytest.raises(vc.InvalidArgumentError, match="no vision tower"):
+            m.encode_image(np.zeros((8, 8, 3), np.uint8))
+        assert m.generate([1, 5], max_tokens=2).tokens is not None  # still usable
+
+
+def test_placeholder_and_image_counts_must_agree(tiny_gguf):
+    with vc.Model(tiny_gguf, n_ctx=64) as m:
+        with pytest.raises(vc.InvalidArgumentError, match="2 <image> placeholder"):
+            m.generate("<image> and <image>", images=[np.zeros((8, 8, 3), np.uint8)])
+        with pytest.raises(vc.InvalidArgumentError, match="1 <image> placeholder"):
+            m.generate("just <image>", images=[])
+        with pytest.raises(vc.InvalidArgumentError, match="token ids"):
+            m.generate([1, 2, 3], images=[np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_prefill_chunk_errors_leave_session_unchanged(tiny_gguf):
+    with vc.Model(tiny_gguf, n_ctx=16) as m, m.session() as s:
+        with pytest.raises(vc.InvalidArgumentError, match="width 3"):
+            s.prefill([[1, 2], np.zeros((2, 3), np.float32)])
+        with pytest.raises(vc.InvalidArgumentError, match="out of range"):
+            s.prefill([[1, 2], np.zeros((2, 64), np.float32), [999]])
+        with pytest.raises(vc.ContextFullError):
+            s.prefill([[1, 2], np.zeros((20, 64), np.float32)])
+        assert s.n_past == 0 and s.image_spans == []
+        s.prefill([[1, 2], np.zeros((3, 64), np.float32), 7, 8])
+        assert s.n_past == 7 and s.image_spans == [(2, 3)]
+        s.reset()
+        assert s.image_spans == []

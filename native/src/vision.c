@@ -1,0 +1,750 @@
+// vision.c: the CLIP vision tower and the LLaVA "mlp" projector on the CPU (vision.h).
+//
+// Is: reading the clip.* / vlcache.* keys and binding the v.* / mm.* tensors of our
+// one-file LLaVA or of a llama.cpp mmproj (tools/GGUF_FORMAT.md), with a shape check of
+// every tensor and the legacy llama.cpp quirks handled (ffn_up / ffn_down stored swapped,
+// detected by shape; last CLIP layer already removed); and the forward pass of Hugging
+// Face's CLIPVisionModel + LlavaForConditionalGeneration.get_image_features: patch
+// convolution (as im2col rows times the weight), [CLS; patches] + positions, pre-LayerNorm,
+// encoder layers up to the feature layer (LN -> MHA with biases -> residual, LN -> MLP ->
+// residual), CLS dropped ("default") or kept ("full"), Linear -> GELU -> Linear. All tiles
+// of a call run as one batch of rows through every matmul.
+// Is not: image preprocessing (Python), LLaVA-1.6 tile arrangement / image_newline
+// (Python), llama.cpp's own (CLS-last, one layer short, tanh-GELU) behaviour, projector
+// types other than "mlp", quantized weights. Weights are views into the GGUF mapping; the
+// small vectors (norms, biases, class and position embeddings) are copied to f32.
+// Letters: S = image side, P = patch size, K = 3*P*P, N = (S/P)^2 patches, T = N + 1
+// tokens, C = ViT width, H = heads, D = C / H, F = ViT MLP width, L = layers run,
+// E1 = projector hidden width, E = projector output (text n_embd), nt = tiles, R = nt*T.
+#include "vision.h"
+
+#include "error.h"
+#include "ops_cpu.h"
+#include "threads.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Bounds that keep every size product (tiles x rows x width) far from 64-bit overflow.
+enum {
+    VIS_MAX_DIM    = 1 << 20,  // C, F, E1, E
+    VIS_MAX_SIDE   = 1 << 14,  // S
+    VIS_MAX_TOKENS = 1 << 20,  // T
+    VIS_MAX_LAYER  = 4096,
+    VIS_MAX_TILES  = 1 << 16,  // tiles per encode call
+};
+
+enum { ACT_GELU_ERF, ACT_GELU_TANH, ACT_QUICK_GELU };
+
+// A weight matrix viewed in place: rows of n_in elements of type (F32 / F16 / BF16).
+typedef struct vis_mat {
+    const void * data;
+    uint32_t     type;
+    int64_t      n_in;
+    int64_t      n_out;
+} vis_mat;
+
+typedef struct vis_layer {
+    const float * ln1_w, * ln1_b, * ln2_w, * ln2_b;  // [C]
+    vis_mat       wq, wk, wv, wo;                    // [C, C] (n_in = C)
+    const float * bq, * bk, * bv, * bo;              // [C]
+    vis_mat       fc1;                               // n_in C, n_out F
+    const float * b1;                                // [F]
+    vis_mat       fc2;                               // n_in F, n_out C
+    const float * b2;                                // [C]
+} vis_layer;
+
+struct vlc_vision {
+    const vlc_gguf * g;
+    vlc_vision_info  info;
+    float            eps;
+    int              proj_act;     // ACT_*
+    int              ffn_swapped;  // the file stores fc1 as ffn_down (legacy llama.cpp converter)
+
+    vis_mat          patch;        // n_in K, n_out C
+    const float *    patch_b;      // [C] or NULL (CLIP has none)
+    const float *    cls;          // [C]
+    const float *    pos;          // [T, C], row 0 = CLS
+    const float *    pre_ln_w, * pre_ln_b;  // [C]
+    vis_layer *      layers;       // [L]
+    vis_mat          mm0;          // n_in C, n_out E1
+    const float *    mm0_b;        // [E1]
+    vis_mat          mm2;          // n_in E1, n_out E
+    const float *    mm2_b;        // [E]
+
+    float *          vec;          // f32 copies of every vector above
+    int64_t          vec_used, vec_cap;  // floats
+};
+
+// ---------------------------------------------------------------------------
+// keys
+
+static int str_eq(vlc_gguf_str s, const char * lit) {
+    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
+}
+
+static int str_len(vlc_gguf_str s) {
+    return s.len > 64 ? 64 : (int) s.len;
+}
+
+static vlc_status get_i32(const vlc_gguf * g, const char * key, int required, int32_t * out, int64_t lo, int64_t hi) {
+    if (!required && !vlc_gguf_find_kv(g, key)) {
+        return VLC_STATUS_OK;  // absent optional key: the default stays in *out
+    }
+    int64_t v = *out;
+    VLC_TRY(vlc_gguf_get_int(g, key, required, &v));
+    VLC_CHECK(v >= lo && v <= hi, VLC_STATUS_FORMAT, "key '%s' = %" PRId64 ", expected %" PRId64 " .. %" PRId64,
+              key, v, lo, hi);
+    *out = (int32_t) v;
+    return VLC_STATUS_OK;
+}
+
+static int is_int_type(uint32_t t) {
+    return t == VLC_GGUF_UINT8 || t == VLC_GGUF_INT8 || t == VLC_GGUF_UINT16 || t == VLC_GGUF_INT16 ||
+           t == VLC_GGUF_UINT32 || t == VLC_GGUF_INT32 || t == VLC_GGUF_UINT64 || t == VLC_GGUF_INT64;
+}
+
+static int is_num_type(uint32_t t) {
+    return is_int_type(t) || t == VLC_GGUF_FLOAT32 || t == VLC_GGUF_FLOAT64;
+}
+
+// clip.vision.feature_layer: an integer array (or a single integer) of non-negative
+// hidden-state indices; one distinct value is supported. Absent: *out untouched.
+static vlc_status read_feature_layer(const vlc_gguf * g, int32_t n_layer_file, int32_t * out) {
+    const char *        key = "clip.vision.feature_layer";
+    const vlc_gguf_kv * kv  = vlc_gguf_find_kv(g, key);
+    if (!kv) {
+        return VLC_STATUS_OK;
+    }
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    if (kv->type == VLC_GGUF_ARRAY) {
+        VLC_CHECK(is_int_type(kv->arr_type) && kv->n >= 1, VLC_STATUS_FORMAT,
+                  "key '%s' must be a non-empty integer array (got %" PRIu64 " elements of type %s)", key, kv->n,
+                  vlc_gguf_type_name(kv->arr_type));
+        for (uint64_t i = 0; i < kv->n; i++) {
+            const int64_t v = vlc_gguf_arr_int(kv, i);
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+    } else {
+        VLC_TRY(vlc_gguf_get_int(g, key, 1, &hi));
+        lo = hi;
+    }
+    VLC_CHECK(lo >= 0 && hi <= n_layer_file, VLC_STATUS_FORMAT,
+              "key '%s' holds %" PRId64 " .. %" PRId64 ", expected hidden-state indices 0 .. %d "
+              "(clip.vision.block_count)", key, lo, hi, n_layer_file);
+    VLC_CHECK(lo == hi, VLC_STATUS_UNSUPPORTED,
+              "key '%s' selects several layers (%" PRId64 " .. %" PRId64 "): concatenated feature layers are not supported",
+              key, lo, hi);
+    *out = (int32_t) hi;
+    return VLC_STATUS_OK;
+}
+
+// A float array of 3 (image_mean / image_std); absent keeps out.
+static vlc_status read_vec3(const vlc_gguf * g, const char * key, float * out) {
+    const vlc_gguf_kv * kv = vlc_gguf_find_kv(g, key);
+    if (!kv) {
+        return VLC_STATUS_OK;
+    }
+    VLC_CHECK(kv->type == VLC_GGUF_ARRAY && is_num_type(kv->arr_type) && kv->n == 3, VLC_STATUS_FORMAT,
+              "key '%s' must be an array of 3 numbers (type %s, %" PRIu64 " elements)", key,
+              vlc_gguf_type_name(kv->type == VLC_GGUF_ARRAY ? kv->arr_type : kv->type), kv->n);
+    for (int i = 0; i < 3; i++) {
+        out[i] = (float) vlc_gguf_arr_float(kv, (uint64_t) i);
+    }
+    return VLC_STATUS_OK;
+}
+
+static vlc_status read_hparams(vlc_vision * v) {
+    const vlc_gguf *  g  = v->g;
+    vlc_vision_info * in = &v->info;
+
+    int has_enc = 1;
+    VLC_TRY(vlc_gguf_get_bool(g, "clip.has_vision_encoder", 0, &has_enc));
+    VLC_CHECK(has_enc, VLC_STATUS_FORMAT, "clip.has_vision_encoder is false: the file holds no vision tower");
+
+    // projector type: clip.projector_type (llama.cpp's fallback clip.vision.projector_type);
+    // absent means "mlp" when the mlp tensors are there
+    vlc_gguf_str pt = { 0 };
+    VLC_TRY(vlc_gguf_get_str(g, "clip.vision.projector_type", 0, &pt));
+    VLC_TRY(vlc_gguf_get_str(g, "clip.projector_type", 0, &pt));
+    if (pt.data) {
+        VLC_CHECK(str_eq(pt, "mlp"), VLC_STATUS_UNSUPPORTED, "clip.projector_type '%.*s' is not supported (only 'mlp')",
+                  str_len(pt), pt.data);
+    } else {
+        VLC_CHECK(vlc_gguf_find_tensor(g, "mm.0.weight") != NULL, VLC_STATUS_FORMAT,
+                  "no clip.projector_type key and no 'mm.0.weight' tensor: not a LLaVA mlp projector");
+    }
+    VLC_CHECK(vlc_gguf_find_tensor(g, "mm.1.weight") == NULL && vlc_gguf_find_tensor(g, "mm.3.weight") == NULL,
+              VLC_STATUS_UNSUPPORTED, "tensors 'mm.1' / 'mm.3' (Yi-VL style mlp with LayerNorms) are not supported");
+
+    VLC_TRY(get_i32(g, "clip.vision.image_size", 1, &in->image_size, 1, VIS_MAX_SIDE));
+    VLC_TRY(get_i32(g, "clip.vision.patch_size", 1, &in->patch_size, 1, in->image_size));
+    VLC_CHECK(in->image_size % in->patch_size == 0, VLC_STATUS_FORMAT,
+              "clip.vision.image_size %d is not a multiple of clip.vision.patch_size %d", in->image_size, in->patch_size);
+    const int64_t np = in->image_size / in->patch_size;
+    VLC_CHECK(np * np + 1 <= VIS_MAX_TOKENS, VLC_STATUS_FORMAT, "clip.vision.image_size %d / patch_size %d: %" PRId64
+              " patches, too many", in->image_size, in->patch_size, np * np);
+    VLC_TRY(get_i32(g, "clip.vision.embedding_length", 1, &in->n_embd, 1, VIS_MAX_DIM));
+    VLC_TRY(get_i32(g, "clip.vision.feed_forward_length", 1, &in->n_ff, 1, VIS_MAX_DIM));
+    VLC_TRY(get_i32(g, "clip.vision.attention.head_count", 1, &in->n_head, 1, in->n_embd));
+    VLC_CHECK(in->n_embd % in->n_head == 0, VLC_STATUS_FORMAT,
+              "clip.vision.embedding_length %d is not a multiple of clip.vision.attention.head_count %d",
+              in->n_embd, in->n_head);
+    VLC_TRY(get_i32(g, "clip.vision.block_count", 1, &in->n_layer_file, 1, VIS_MAX_LAYER));
+    double eps = 1e-5;
+    VLC_TRY(vlc_gguf_get_float(g, "clip.vision.attention.layer_norm_epsilon", 1, &eps));
+    VLC_CHECK(eps >= 0.0 && eps < 1.0, VLC_STATUS_FORMAT, "clip.vision.attention.layer_norm_epsilon = %g, expected [0, 1)",
+              eps);
+    v->eps = (float) eps;
+
+    // feature layer: absent = every stored layer (legacy llama.cpp files dropped the
+    // unused last layer physically; our converter stores only the layers it needs)
+    in->n_layer = in->n_layer_file;
+    VLC_TRY(read_feature_layer(g, in->n_layer_file, &in->n_layer));
+
+    int use_gelu = 0;
+    VLC_TRY(vlc_gguf_get_bool(g, "clip.use_gelu", 0, &use_gelu));
+    int use_silu = 0;
+    VLC_TRY(vlc_gguf_get_bool(g, "clip.use_silu", 0, &use_silu));
+    VLC_CHECK(!use_silu, VLC_STATUS_UNSUPPORTED, "clip.use_silu = true: a SiLU ViT MLP is not supported");
+    in->gelu_exact = use_gelu ? 1 : 0;
+
+    vlc_gguf_str sel = { "default", 7 };
+    VLC_TRY(vlc_gguf_get_str(g, "vlcache.vision.select_strategy", 0, &sel));
+    if (str_eq(sel, "full")) {
+        in->select_full = 1;
+    } else {
+        VLC_CHECK(str_eq(sel, "default"), VLC_STATUS_UNSUPPORTED,
+                  "vlcache.vision.select_strategy '%.*s' is not supported ('default' or 'full')", str_len(sel), sel.data);
+    }
+
+    vlc_gguf_str act = { "gelu", 4 };
+    VLC_TRY(vlc_gguf_get_str(g, "vlcache.projector.act", 0, &act));
+    if (str_eq(act, "gelu")) {
+        v->proj_act = ACT_GELU_ERF;
+    } else if (str_eq(act, "gelu_pytorch_tanh") || str_eq(act, "gelu_new")) {
+        v->proj_act = ACT_GELU_TANH;
+    } else if (str_eq(act, "quick_gelu")) {
+        v->proj_act = ACT_QUICK_GELU;
+    } else {
+        return VLC_ERR(VLC_STATUS_UNSUPPORTED, "vlcache.projector.act '%.*s' is not supported "
+                       "(gelu, gelu_pytorch_tanh, gelu_new, quick_gelu)", str_len(act), act.data);
+    }
+
+    // CLIP's defaults (OpenAI) when the file does not say
+    const float mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
+    const float std[3]  = { 0.26862954f, 0.26130258f, 0.27577711f };
+    memcpy(in->image_mean, mean, sizeof(mean));
+    memcpy(in->image_std, std, sizeof(std));
+    VLC_TRY(read_vec3(g, "clip.vision.image_mean", in->image_mean));
+    VLC_TRY(read_vec3(g, "clip.vision.image_std", in->image_std));
+    return VLC_STATUS_OK;
+}
+
+// ---------------------------------------------------------------------------
+// tensors
+
+static void shape_str(char * buf, size_t cap, int n_dims, const int64_t * ne) {
+    size_t o = (size_t) snprintf(buf, cap, "[");
+    for (int i = 0; i < n_dims && o < cap; i++) {
+        o += (size_t) snprintf(buf + o, cap - o, "%s%" PRId64, i ? ", " : "", ne[i]);
+    }
+    if (o < cap) {
+        snprintf(buf + o, cap - o, "]");
+    }
+}
+
+// Finds tensor `name` with exactly the shape ne[n_dims] (GGUF order; the dims after
+// n_dims must be 1) and a supported type. Missing: VLC_STATUS_FORMAT unless optional
+// (then *out = NULL).
+static vlc_status find_shaped(const vlc_gguf * g, const char * name, int n_dims, const int64_t * ne, int optional,
+                              const vlc_gguf_tensor ** out) {
+    *out                      = NULL;
+    const vlc_gguf_tensor * t = vlc_gguf_find_tensor(g, name);
+    if (!t) {
+        VLC_CHECK(optional, VLC_STATUS_FORMAT, "missing tensor '%s'", name);
+        return VLC_STATUS_OK;
+    }
+    int     ok    = 1;
+    int64_t elems = 1;
+    for (int i = 0; i < 4; i++) {
+        ok &= t->ne[i] == (i < n_dims ? ne[i] : 1);
+        elems *= i < n_dims ? ne[i] : 1;
+    }
+    if (!ok) {
+        char got[96], exp[96];
+        shape_str(got, sizeof(got), t->n_dims, t->ne);
+        shape_str(exp, sizeof(exp), n_dims, ne);
+        return VLC_ERR(VLC_STATUS_FORMAT, "tensor '%s' has shape %s, expected %s", name, got, exp);
+    }
+    VLC_CHECK(vlc_type_size(t->type) != 0, VLC_STATUS_UNSUPPORTED,
+              "tensor '%s' has type %s, not supported (F32, F16, BF16 are)", name, vlc_ggml_type_name(t->type));
+    VLC_CHECK(t->nbytes >= (size_t) elems * vlc_type_size(t->type), VLC_STATUS_FORMAT,
+              "tensor '%s' holds %zu bytes, fewer than its shape needs", name, t->nbytes);
+    *out = t;
+    return VLC_STATUS_OK;
+}
+
+// Matrix `name` with GGUF ne [n_in, n_out].
+static vlc_status bind_mat(const vlc_vision * v, const char * name, int64_t n_in, int64_t n_out, vis_mat * m) {
+    const int64_t           ne[2] = { n_in, n_out };
+    const vlc_gguf_tensor * t     = NULL;
+    VLC_TRY(find_shaped(v->g, name, 2, ne, 0, &t));
+    m->data  = t->data;
+    m->type  = t->type;
+    m->n_in  = n_in;
+    m->n_out = n_out;
+    return VLC_STATUS_OK;
+}
+
+// Tensor `name` of shape ne[n_dims] copied to f32 into the vector store; *out = NULL when
+// optional and absent. While the store is not allocated yet (sizing pass) it only checks
+// the tensor and adds its size to vec_cap, so no allocation trusts a size the file does not
+// back with bytes.
+static vlc_status bind_vec(vlc_vision * v, const char * name, int n_dims, const int64_t * ne, int optional,
+                           const float ** out) {
+    const vlc_gguf_tensor * t = NULL;
+    VLC_TRY(find_shaped(v->g, name, n_dims, ne, optional, &t));
+    *out = NULL;
+    if (!t) {
+        return VLC_STATUS_OK;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < n_dims; i++) {
+        n *= ne[i];
+    }
+    if (!v->vec) {
+        v->vec_cap += n;  // sizing pass: the tensor exists in the file with this shape
+        return VLC_STATUS_OK;
+    }
+    VLC_CHECK(v->vec_used + n <= v->vec_cap, VLC_STATUS_INTERNAL, "vector store full at '%s'", name);
+    float * dst = v->vec + v->vec_used;
+    vlc_cpu_to_f32(dst, t->data, t->type, n);
+    v->vec_used += n;
+    *out = dst;
+    return VLC_STATUS_OK;
+}
+
+static vlc_status bind_vec1(vlc_vision * v, const char * name, int64_t n, const float ** out) {
+    return bind_vec(v, name, 1, &n, 0, out);
+}
+
+static vlc_status bind_layer(vlc_vision * v, int32_t il) {
+    const int64_t C = v->info.n_embd, F = v->info.n_ff;
+    vis_layer *   L = &v->layers[il];
+    char          name[64];
+
+#define VIS_NAME(suffix) (snprintf(name, sizeof(name), "v.blk.%d." suffix, (int) il), name)
+    VLC_TRY(bind_vec1(v, VIS_NAME("ln1.weight"), C, &L->ln1_w));
+    VLC_TRY(bind_vec1(v, VIS_NAME("ln1.bias"), C, &L->ln1_b));
+    VLC_TRY(bind_vec1(v, VIS_NAME("ln2.weight"), C, &L->ln2_w));
+    VLC_TRY(bind_vec1(v, VIS_NAME("ln2.bias"), C, &L->ln2_b));
+    VLC_TRY(bind_mat(v, VIS_NAME("attn_q.weight"), C, C, &L->wq));
+    VLC_TRY(bind_mat(v, VIS_NAME("attn_k.weight"), C, C, &L->wk));
+    VLC_TRY(bind_mat(v, VIS_NAME("attn_v.weight"), C, C, &L->wv));
+    VLC_TRY(bind_mat(v, VIS_NAME("attn_out.weight"), C, C, &L->wo));
+    VLC_TRY(bind_vec1(v, VIS_NAME("attn_q.bias"), C, &L->bq));
+    VLC_TRY(bind_vec1(v, VIS_NAME("attn_k.bias"), C, &L->bk));
+    VLC_TRY(bind_vec1(v, VIS_NAME("attn_v.bias"), C, &L->bv));
+    VLC_TRY(bind_vec1(v, VIS_NAME("attn_out.bias"), C, &L->bo));
+
+    // fc1 is ffn_up ([C, F]); the legacy llama.cpp converter named it ffn_down. Decided by
+    // the shape of ffn_down, as clip.cpp does (ambiguous only when F == C: then the names
+    // are taken as written)
+    const vlc_gguf_tensor * down = vlc_gguf_find_tensor(v->g, VIS_NAME("ffn_down.weight"));
+    const int swapped = down && F != C && down->ne[0] == C && down->ne[1] == F;
+    if (il == 0) {
+        v->ffn_swapped = swapped;
+    }
+    VLC_CHECK(swapped == v->ffn_swapped, VLC_STATUS_FORMAT,
+              "layer %d stores ffn_up / ffn_down %s, unlike layer 0", (int) il, swapped ? "swapped" : "unswapped");
+    const char * n1 = swapped ? "ffn_down" : "ffn_up";
+    const char * n2 = swapped ? "ffn_up" : "ffn_down";
+    snprintf(name, sizeof(name), "v.blk.%d.%s.weight", (int) il, n1);
+    VLC_TRY(bind_mat(v, name, C, F, &L->fc1));
+    snprintf(name, sizeof(name), "v.blk.%d.%s.bias", (int) il, n1);
+    VLC_TRY(bind_vec1(v, name, F, &L->b1));
+    snprintf(name, sizeof(name), "v.blk.%d.%s.weight", (int) il, n2);
+    VLC_TRY(bind_mat(v, name, F, C, &L->fc2));
+    snprintf(name, sizeof(name), "v.blk.%d.%s.bias", (int) il, n2);
+    VLC_TRY(bind_vec1(v, name, C, &L->b2));
+#undef VIS_NAME
+    return VLC_STATUS_OK;
+}
+
+// Binds every tensor; run twice by bind_all (sizing pass, then copying pass).
+static vlc_status bind_tensors(vlc_vision * v, int64_t E1, int64_t E) {
+    vlc_vision_info * in = &v->info;
+    const int64_t     C = in->n_embd, P = in->patch_size, np = in->image_size / in->patch_size;
+    const int64_t     T = np * np + 1;
+    v->vec_used       = 0;
+
+    const int64_t           pne[4] = { P, P, 3, C };
+    const vlc_gguf_tensor * pt     = NULL;
+    VLC_TRY(find_shaped(v->g, "v.patch_embd.weight", 4, pne, 0, &pt));
+    v->patch = (vis_mat) { pt->data, pt->type, 3 * P * P, C };
+    VLC_TRY(bind_vec(v, "v.patch_embd.bias", 1, &C, 1, &v->patch_b));
+    VLC_TRY(bind_vec1(v, "v.class_embd", C, &v->cls));
+    const int64_t posne[2] = { C, T };
+    VLC_TRY(bind_vec(v, "v.position_embd.weight", 2, posne, 0, &v->pos));
+    VLC_TRY(bind_vec1(v, "v.pre_ln.weight", C, &v->pre_ln_w));
+    VLC_TRY(bind_vec1(v, "v.pre_ln.bias", C, &v->pre_ln_b));
+
+    for (int32_t il = 0; il < in->n_layer; il++) {
+        VLC_TRY(bind_layer(v, il));
+    }
+
+    VLC_TRY(bind_mat(v, "mm.0.weight", C, E1, &v->mm0));
+    VLC_TRY(bind_vec1(v, "mm.0.bias", E1, &v->mm0_b));
+    VLC_TRY(bind_mat(v, "mm.2.weight", E1, E, &v->mm2));
+    VLC_TRY(bind_vec1(v, "mm.2.bias", E, &v->mm2_b));
+    return VLC_STATUS_OK;
+}
+
+static vlc_status bind_all(vlc_vision * v, int32_t n_embd_text) {
+    vlc_vision_info * in = &v->info;
+    const int64_t     np = in->image_size / in->patch_size, T = np * np + 1;
+
+    // projector widths first (the error a wrong mmproj most likely hits)
+    const vlc_gguf_tensor * m0 = vlc_gguf_find_tensor(v->g, "mm.0.weight");
+    const vlc_gguf_tensor * m2 = vlc_gguf_find_tensor(v->g, "mm.2.weight");
+    VLC_CHECK(m0 != NULL, VLC_STATUS_FORMAT, "missing tensor 'mm.0.weight'");
+    VLC_CHECK(m2 != NULL, VLC_STATUS_FORMAT, "missing tensor 'mm.2.weight' (a one-Linear mlp projector is not supported)");
+    const int64_t E1 = m0->ne[1], E = m2->ne[1];
+    VLC_CHECK(E1 >= 1 && E1 <= VIS_MAX_DIM && E >= 1 && E <= VIS_MAX_DIM, VLC_STATUS_FORMAT,
+              "projector widths %" PRId64 " / %" PRId64 " out of range", E1, E);
+    VLC_CHECK(E == n_embd_text, VLC_STATUS_FORMAT,
+              "projector output width %" PRId64 " (mm.2.weight) does not match the text model's n_embd %d", E,
+              (int) n_embd_text);
+
+    v->layers = calloc((size_t) (in->n_layer > 0 ? in->n_layer : 1), sizeof(vis_layer));
+    VLC_CHECK(v->layers != NULL, VLC_STATUS_OOM, "cannot allocate %d vision layer records", in->n_layer);
+    v->vec_cap = 0;
+    VLC_TRY(bind_tensors(v, E1, E));  // sizing pass: every tensor checked, nothing copied
+    v->vec = malloc((size_t) (v->vec_cap > 0 ? v->vec_cap : 1) * sizeof(float));
+    VLC_CHECK(v->vec != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " floats of vision vectors", v->vec_cap);
+    VLC_TRY(bind_tensors(v, E1, E));
+
+    in->n_embd_out        = (int32_t) E;
+    in->n_tokens_per_tile = (int32_t) (in->select_full ? T : T - 1);
+    in->has_vision        = 1;
+    return VLC_STATUS_OK;
+}
+
+// ---------------------------------------------------------------------------
+// life cycle
+
+vlc_status vlc_vision_load(const vlc_gguf * g, int32_t n_embd_text, vlc_vision ** out) {
+    VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    VLC_CHECK(g != NULL, VLC_STATUS_INVALID_ARG, "GGUF is NULL");
+    VLC_CHECK(n_embd_text >= 1, VLC_STATUS_INVALID_ARG, "n_embd_text = %d, expected >= 1", (int) n_embd_text);
+    vlc_vision * v = calloc(1, sizeof(*v));
+    VLC_CHECK(v != NULL, VLC_STATUS_OOM, "cannot allocate the vision tower record");
+    v->g = g;
+    vlc_status st = read_hparams(v);
+    if (st == VLC_STATUS_OK) {
+        st = bind_all(v, n_embd_text);
+    }
+    if (st != VLC_STATUS_OK) {
+        vlc_vision_free(v);
+        return st;
+    }
+    *out = v;
+    return VLC_STATUS_OK;
+}
+
+void vlc_vision_free(vlc_vision * v) {
+    if (!v) {
+        return;
+    }
+    free(v->layers);
+    free(v->vec);
+    free(v);
+}
+
+void vlc_vision_get_info(const vlc_vision * v, vlc_vision_info * out) {
+    if (!out) {
+        return;
+    }
+    if (!v) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
+    *out = v->info;
+}
+
+// ---------------------------------------------------------------------------
+// row-wise kernels spread over the pool (blocks of rows; each row is computed by one task
+// in a fixed order, so the result does not depend on the thread count)
+
+enum { ROWS_PER_TASK = 8 };
+
+enum { ROW_LAYERNORM, ROW_BIAS, ROW_BIAS_ACT, ROW_ADD };
+
+typedef struct rows_job {
+    int           op;
+    float *       y;     // [n_rows, n] rows written (in place for BIAS / BIAS_ACT / ADD)
+    const float * x;     // [n_rows, n] LAYERNORM input, ADD addend
+    const float * w;     // [n] LayerNorm weight
+    const float * b;     // [n] LayerNorm / added bias
+    int64_t       n;
+    int64_t       n_rows;
+    float         eps;
+    int           act;   // ACT_*
+} rows_job;
+
+static void rows_task(void * ctx, int64_t task, int ith) {
+    const rows_job * j  = ctx;
+    const int64_t    r0 = task * ROWS_PER_TASK;
+    const int64_t    r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
+    for (int64_t r = r0; r < r1; r++) {
+        float * y = j->y + r * j->n;
+        switch (j->op) {
+            case ROW_LAYERNORM: vlc_cpu_layernorm(y, j->x + r * j->n, j->w, j->b, j->n, j->eps); break;
+            case ROW_ADD:       vlc_cpu_add(y, j->x + r * j->n, j->n); break;
+            case ROW_BIAS:
+            case ROW_BIAS_ACT:
+                if (j->b) {
+                    vlc_cpu_add(y, j->b, j->n);
+                }
+                if (j->op == ROW_BIAS_ACT) {
+                    if (j->act == ACT_GELU_ERF) {
+                        vlc_cpu_gelu_erf(y, j->n);
+                    } else if (j->act == ACT_GELU_TANH) {
+                        vlc_cpu_gelu_tanh(y, j->n);
+                    } else {
+                        vlc_cpu_quick_gelu(y, j->n);
+                    }
+                }
+                break;
+        }
+    }
+}
+
+static void run_rows(vlc_pool * pool, rows_job j) {
+    vlc_pool_run(pool, rows_task, &j, (j.n_rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
+}
+
+static void layernorm_rows(vlc_pool * pool, float * y, const float * x, const float * w, const float * b, int64_t n,
+                           int64_t n_rows, float eps) {
+    run_rows(pool, (rows_job) { .op = ROW_LAYERNORM, .y = y, .x = x, .w = w, .b = b, .n = n, .n_rows = n_rows, .eps = eps });
+}
+
+// y [n_rows, m->n_out] = x [n_rows, m->n_in] W^T + b (b may be NULL), then act if act >= 0.
+static void linear(vlc_pool * pool, float * y, const vis_mat * m, const float * b, const float * x, int64_t n_rows,
+                   int act, float * work) {
+    vlc_cpu_matmul_mt(pool, y, m->data, m->type, x, m->n_in, m->n_out, n_rows, 0, work);
+    if (b || act >= 0) {
+        run_rows(pool, (rows_job) { .op = act >= 0 ? ROW_BIAS_ACT : ROW_BIAS, .y = y, .b = b, .n = m->n_out,
+                                    .n_rows = n_rows, .act = act });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// attention: every (tile, head, block of queries) is one task; K and V are first laid
+// out head-major so each head's keys are contiguous [T, D] for vlc_cpu_attn
+
+enum { ATTN_QUERIES_PER_TASK = 16 };
+
+typedef struct attn_job {
+    float *       out;    // [nt, T, C]
+    const float * q;      // [nt, T, C]
+    const float * kh;     // [nt, H, T, D]
+    const float * vh;     // [nt, H, T, D]
+    int64_t       T, H, D, n_qblk;
+    float         scale;
+    float *       work;   // [n_threads, work_stride]
+    size_t        work_stride;
+} attn_job;
+
+static void attn_task(void * ctx, int64_t task, int ith) {
+    const attn_job * j    = ctx;
+    const int64_t    qb   = task % j->n_qblk;
+    const int64_t    h    = (task / j->n_qblk) % j->H;
+    const int64_t    tile = task / (j->n_qblk * j->H);
+    const int64_t    C    = j->H * j->D;
+    const float *    k    = j->kh + (tile * j->H + h) * j->T * j->D;
+    const float *    v    = j->vh + (tile * j->H + h) * j->T * j->D;
+    float *          wk   = j->work + (size_t) ith * j->work_stride;
+    const int64_t    i0   = qb * ATTN_QUERIES_PER_TASK;
+    const int64_t    i1   = i0 + ATTN_QUERIES_PER_TASK < j->T ? i0 + ATTN_QUERIES_PER_TASK : j->T;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t row = (tile * j->T + i) * C + h * j->D;
+        vlc_cpu_attn(j->out + row, j->q + row, 1, k, v, VLC_TYPE_F32, j->T, (int32_t) j->D, j->scale, wk);
+    }
+}
+
+typedef struct heads_job {
+    float *       kh, * vh;  // [nt, H, T, D]
+    const float * k, * v;    // [nt, T, C]
+    int64_t       T, H, D;
+} heads_job;
+
+static void heads_task(void * ctx, int64_t task, int ith) {
+    const heads_job * j    = ctx;  // task = tile * H + h
+    const int64_t     h    = task % j->H;
+    const int64_t     tile = task / j->H;
+    const int64_t     C    = j->H * j->D;
+    for (int64_t t = 0; t < j->T; t++) {
+        const int64_t src = (tile * j->T + t) * C + h * j->D;
+        const int64_t dst = (task * j->T + t) * j->D;
+        memcpy(j->kh + dst, j->k + src, (size_t) j->D * sizeof(float));
+        memcpy(j->vh + dst, j->v + src, (size_t) j->D * sizeof(float));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// embeddings: patchify each tile, convolve, then [CLS; patches] + positions
+
+typedef struct embd_job {
+    float *       x;        // [nt, T, C] written
+    const float * conv;     // [nt, N, C] patch convolution outputs
+    const float * cls;      // [C]
+    const float * pos;      // [T, C]
+    const float * bias;     // [C] or NULL
+    int64_t       T, C;
+} embd_job;
+
+static void embd_task(void * ctx, int64_t task, int ith) {
+    const embd_job * j    = ctx;  // task = tile
+    const int64_t    N    = j->T - 1;
+    float *          x    = j->x + task * j->T * j->C;
+    for (int64_t c = 0; c < j->C; c++) {
+        x[c] = j->cls[c] + j->pos[c];
+    }
+    for (int64_t p = 0; p < N; p++) {
+        const float * src = j->conv + (task * N + p) * j->C;
+        float *       dst = x + (1 + p) * j->C;
+        const float * ps  = j->pos + (1 + p) * j->C;
+        for (int64_t c = 0; c < j->C; c++) {
+            const float e = j->bias ? src[c] + j->bias[c] : src[c];
+            dst[c]        = e + ps[c];
+        }
+    }
+}
+
+typedef struct patch_job {
+    float *       out;  // [nt, N, K]
+    const float * px;   // [nt, 3, S, S]
+    int32_t       S, P;
+} patch_job;
+
+static void patch_task(void * ctx, int64_t task, int ith) {
+    const patch_job * j = ctx;
+    const int64_t     np = j->S / j->P, K = 3 * (int64_t) j->P * j->P;
+    vlc_cpu_patchify(j->out + task * np * np * K, j->px + task * 3 * (int64_t) j->S * j->S, j->S, j->P);
+}
+
+// ---------------------------------------------------------------------------
+// encode
+
+static size_t round16(size_t n) {
+    return (n + 15) & ~(size_t) 15;
+}
+
+static size_t max_sz(size_t a, size_t b) {
+    return a > b ? a : b;
+}
+
+vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, int32_t n_tiles, int32_t n_threads,
+                                   float * out) {
+    VLC_CHECK(v != NULL, VLC_STATUS_INVALID_ARG, "vision tower is NULL");
+    VLC_CHECK(pixels != NULL && out != NULL, VLC_STATUS_INVALID_ARG, "pixels or out is NULL");
+    VLC_CHECK(n_tiles >= 1 && n_tiles <= VIS_MAX_TILES, VLC_STATUS_INVALID_ARG, "n_tiles = %d, expected 1 .. %d",
+              (int) n_tiles, VIS_MAX_TILES);
+    VLC_CHECK(n_threads >= 0 && n_threads <= 1024, VLC_STATUS_INVALID_ARG,
+              "n_threads = %d, expected 0 .. 1024 (0 = all cores)", (int) n_threads);
+    if (n_threads == 0) {
+        n_threads = vlc_n_cpus();
+    }
+
+    const vlc_vision_info * in = &v->info;
+    const int64_t nt = n_tiles, S = in->image_size, P = in->patch_size, np = S / P, N = np * np, T = N + 1;
+    const int64_t C = in->n_embd, H = in->n_head, D = C / H, F = in->n_ff, K = 3 * P * P;
+    const int64_t E1 = v->mm0.n_out;
+    const int64_t R = nt * T, Tout = in->n_tokens_per_tile, Ro = nt * Tout;
+
+    // scratch (floats): x, xn, q, k, v, kh, vh, att [R, C] each; big = the largest of the
+    // patch rows [nt*N, K], the MLP hidden [R, F] and the projector hidden [Ro, E1]
+    const size_t rc     = round16((size_t) (R * C));
+    const size_t big    = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
+    const size_t max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
+    const size_t wstr   = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
+    const size_t total  = 8 * rc + big + (size_t) n_threads * wstr;
+    float *      slab   = malloc(total * sizeof(float));
+    VLC_CHECK(slab != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of vision scratch (%d tiles)",
+              total * sizeof(float), (int) n_tiles);
+    float * x   = slab;        // [R, C] residual stream
+    float * xn  = x + rc;      // [R, C] normalised input / sub-block output
+    float * q   = xn + rc;     // [R, C]
+    float * k   = q + rc;      // [R, C]
+    float * vv  = k + rc;      // [R, C]
+    float * kh  = vv + rc;     // [nt, H, T, D]
+    float * vh  = kh + rc;     // [nt, H, T, D]
+    float * att = vh + rc;     // [R, C]
+    float * bg  = att + rc;    // big
+    float * wk  = bg + big;    // [n_threads, wstr]
+
+    vlc_pool * pool = NULL;
+    if (n_threads > 1) {
+        vlc_status st = vlc_pool_create(n_threads, &pool);
+        if (st != VLC_STATUS_OK) {
+            free(slab);
+            return st;
+        }
+    }
+
+    // embeddings: im2col rows -> convolution as a matmul (into q) -> [CLS; patches] + pos
+    patch_job pj = { bg, pixels, (int32_t) S, (int32_t) P };
+    vlc_pool_run(pool, patch_task, &pj, nt);
+    vlc_cpu_matmul_mt(pool, q, v->patch.data, v->patch.type, bg, K, C, nt * N, 0, wk);
+    embd_job ej = { x, q, v->cls, v->pos, v->patch_b, T, C };
+    vlc_pool_run(pool, embd_task, &ej, nt);
+    layernorm_rows(pool, x, x, v->pre_ln_w, v->pre_ln_b, C, R, v->eps);
+
+    const float scale  = 1.0f / sqrtf((float) D);
+    const int64_t nqb  = (T + ATTN_QUERIES_PER_TASK - 1) / ATTN_QUERIES_PER_TASK;
+    for (int32_t il = 0; il < in->n_layer; il++) {
+        const vis_layer * L = &v->layers[il];
+
+        // attention block: x += Wo MHA(LN1(x)) + bo
+        layernorm_rows(pool, xn, x, L->ln1_w, L->ln1_b, C, R, v->eps);
+        linear(pool, q, &L->wq, L->bq, xn, R, -1, wk);
+        linear(pool, k, &L->wk, L->bk, xn, R, -1, wk);
+        linear(pool, vv, &L->wv, L->bv, xn, R, -1, wk);
+        heads_job hj = { kh, vh, k, vv, T, H, D };
+        vlc_pool_run(pool, heads_task, &hj, nt * H);
+        attn_job aj = { att, q, kh, vh, T, H, D, nqb, scale, wk, wstr };
+        vlc_pool_run(pool, attn_task, &aj, nt * H * nqb);
+        linear(pool, xn, &L->wo, L->bo, att, R, -1, wk);
+        run_rows(pool, (rows_job) { .op = ROW_ADD, .y = x, .x = xn, .n = C, .n_rows = R });
+
+        // MLP block: x += fc2(act(fc1(LN2(x))))
+        layernorm_rows(pool, xn, x, L->ln2_w, L->ln2_b, C, R, v->eps);
+        linear(pool, bg, &L->fc1, L->b1, xn, R, in->gelu_exact ? ACT_GELU_ERF : ACT_QUICK_GELU, wk);
+        linear(pool, xn, &L->fc2, L->b2, bg, R, -1, wk);
+        run_rows(pool, (rows_job) { .op = ROW_ADD, .y = x, .x = xn, .n = C, .n_rows = R });
+    }
+
+    // feature selection: hidden state n_layer, CLS row dropped unless "full"
+    const float * sel = x;  // [Ro, C]
+    if (!in->select_full) {
+        for (int64_t t = 0; t < nt; t++) {
+            memcpy(xn + t * N * C, x + (t * T + 1) * C, (size_t) (N * C) * sizeof(float));
+        }
+        sel = xn;
+    }
+
+    // projector: Linear -> GELU -> Linear, straight into out [Ro, E]
+    linear(pool, bg, &v->mm0, v->mm0_b, sel, Ro, v->proj_act, wk);
+    linear(pool, out, &v->mm2, v->mm2_b, bg, Ro, -1, wk);
+
+    vlc_pool_free(pool);
+    free(slab);
+    return VLC_STATUS_OK;
+}

@@ -1,0 +1,580 @@
+// test_vision.c: the vision ops (ops_cpu.c "vision ops") and the CLIP tower + projector
+// (vision.c) against independent double-precision references written here, on a tiny
+// tower built in memory as a GGUF (S = 8, P = 4, C = 8, 2 heads, F = 12, 3 layers,
+// projector 8 -> 10 -> 6).
+//
+// Checks: LayerNorm / GELU variants / patchify values; encode against a plain loop
+// reference (CLS first, feature layer, select strategy, quick_gelu or erf GELU) within
+// 1e-5 of max|ref| (f32 sums of <= 48 terms of O(1) values, ~1e-6 expected); legacy
+// swapped ffn names and thread counts give the same bits; every missing tensor, a wrong
+// shape, an unknown projector, a projector width mismatch and an out-of-range feature
+// layer are errors naming the culprit; NULL / out-of-range arguments are INVALID_ARG.
+#include "ops_cpu.h"
+#include "vision.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_fail = 0;
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            if (g_fail < 30) {                                                \
+                fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
+                fprintf(stderr, __VA_ARGS__);                                 \
+                fprintf(stderr, "\n");                                        \
+            }                                                                 \
+            g_fail++;                                                         \
+        }                                                                     \
+    } while (0)
+
+static uint64_t g_rng = 0x2545f4914f6cdd1dull;
+
+static float rng_unif(void) {  // [-1, 1), splitmix64
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+    z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float) ((double) (z >> 11) * 0x1p-53 * 2.0 - 1.0);
+}
+
+static void fill(float * x, int n, float scale, float offset) {
+    for (int i = 0; i < n; i++) {
+        x[i] = offset + scale * rng_unif();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// vision ops
+
+static void test_ops(void) {
+    enum { n = 37 };
+    float x[n], w[n], b[n], y[n];
+    fill(x, n, 3.0f, 0.7f);
+    fill(w, n, 0.5f, 1.0f);
+    fill(b, n, 0.5f, 0.0f);
+    vlc_cpu_layernorm(y, x, w, b, n, 1e-5f);
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    for (int i = 0; i < n; i++) {
+        const double r = (x[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+        CHECK(fabs(y[i] - r) <= 1e-6 * (1 + fabs(r)), "layernorm[%d] %g vs %g", i, y[i], r);
+    }
+    memcpy(y, x, sizeof(x));
+    vlc_cpu_layernorm(y, y, NULL, NULL, n, 0.0f);  // in place, no affine
+    for (int i = 0; i < n; i++) {
+        const double r = (x[i] - mean) / sqrt(var);
+        CHECK(fabs(y[i] - r) <= 1e-6 * (1 + fabs(r)), "layernorm plain[%d] %g vs %g", i, y[i], r);
+    }
+
+    float g1[n], g2[n], g3[n];
+    memcpy(g1, x, sizeof(x));
+    memcpy(g2, x, sizeof(x));
+    memcpy(g3, x, sizeof(x));
+    vlc_cpu_gelu_erf(g1, n);
+    vlc_cpu_gelu_tanh(g2, n);
+    vlc_cpu_quick_gelu(g3, n);
+    for (int i = 0; i < n; i++) {
+        const double v  = x[i];
+        const double r1 = 0.5 * v * (1 + erf(v / sqrt(2.0)));
+        const double r2 = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+        const double r3 = v / (1 + exp(-1.702 * v));
+        CHECK(fabs(g1[i] - r1) <= 1e-6 * (1 + fabs(r1)), "gelu_erf(%g) %g vs %g", v, g1[i], r1);
+        CHECK(fabs(g2[i] - r2) <= 1e-6 * (1 + fabs(r2)), "gelu_tanh(%g) %g vs %g", v, g2[i], r2);
+        CHECK(fabs(g3[i] - r3) <= 1e-6 * (1 + fabs(r3)), "quick_gelu(%g) %g vs %g", v, g3[i], r3);
+    }
+    float big[2] = { -100.0f, 100.0f };
+    vlc_cpu_quick_gelu(big, 2);
+    CHECK(big[0] == 0.0f && big[1] == 100.0f, "quick_gelu saturation %g %g", big[0], big[1]);
+    float add[3] = { 1, 2, 3 };
+    vlc_cpu_add(add, (const float[]) { 0.5f, -2, 1 }, 3);
+    CHECK(add[0] == 1.5f && add[1] == 0.0f && add[2] == 4.0f, "add");
+
+    // patchify: out[p, (ch, ky, kx)] = img[ch, py*P + ky, px*P + kx], p = py * (S/P) + px
+    enum { S = 12, P = 4, NP = 3, K = 3 * P * P };
+    float img[3 * S * S], pt[NP * NP * K];
+    fill(img, 3 * S * S, 1.0f, 0.0f);
+    vlc_cpu_patchify(pt, img, S, P);
+    int bad = 0;
+    for (int py = 0; py < NP; py++)
+        for (int px = 0; px < NP; px++)
+            for (int ch = 0; ch < 3; ch++)
+                for (int ky = 0; ky < P; ky++)
+                    for (int kx = 0; kx < P; kx++)
+                        bad += pt[(py * NP + px) * K + (ch * P + ky) * P + kx] !=
+                               img[(ch * S + py * P + ky) * S + px * P + kx];
+    CHECK(bad == 0, "patchify: %d elements misplaced", bad);
+}
+
+// ---------------------------------------------------------------------------
+// a GGUF in memory
+
+typedef struct wbuf {
+    uint8_t * p;
+    size_t    n, cap;
+} wbuf;
+
+static void w_bytes(wbuf * b, const void * src, size_t n) {
+    if (n == 0) {
+        return;
+    }
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p   = realloc(b->p, b->cap);
+        if (!b->p) {
+            fprintf(stderr, "out of memory\n");
+            exit(2);
+        }
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+static void w_u32(wbuf * b, uint32_t v) { w_bytes(b, &v, 4); }
+static void w_u64(wbuf * b, uint64_t v) { w_bytes(b, &v, 8); }
+static void w_f32(wbuf * b, float v) { w_bytes(b, &v, 4); }
+static void w_str(wbuf * b, const char * s) {
+    w_u64(b, strlen(s));
+    w_bytes(b, s, strlen(s));
+}
+static void w_pad(wbuf * b) {
+    static const uint8_t z[32] = { 0 };
+    w_bytes(b, z, (32 - b->n % 32) % 32);
+}
+
+typedef struct gfile {
+    uint64_t n_kv, n_tensors;
+    wbuf     kv, info, data;
+} gfile;
+
+static wbuf * key(gfile * g, const char * k, uint32_t type) {
+    g->n_kv++;
+    w_str(&g->kv, k);
+    w_u32(&g->kv, type);
+    return &g->kv;
+}
+static void key_u32(gfile * g, const char * k, uint32_t v) { w_u32(key(g, k, VLC_GGUF_UINT32), v); }
+static void key_str(gfile * g, const char * k, const char * v) { w_str(key(g, k, VLC_GGUF_STRING), v); }
+static void key_bool(gfile * g, const char * k, int v) {
+    uint8_t u = (uint8_t) v;
+    w_bytes(key(g, k, VLC_GGUF_BOOL), &u, 1);
+}
+
+// f32 tensor with GGUF ne[n_dims] (innermost first)
+static void tensor(gfile * g, const char * name, int n_dims, const int64_t * ne, const float * data) {
+    size_t n = 1;
+    g->n_tensors++;
+    w_pad(&g->data);
+    w_str(&g->info, name);
+    w_u32(&g->info, (uint32_t) n_dims);
+    for (int d = 0; d < n_dims; d++) {
+        w_u64(&g->info, (uint64_t) ne[d]);
+        n *= (size_t) ne[d];
+    }
+    w_u32(&g->info, VLC_TYPE_F32);
+    w_u64(&g->info, g->data.n);
+    w_bytes(&g->data, data, n * sizeof(float));
+}
+
+static wbuf finish(gfile * g) {
+    wbuf out = { 0 };
+    w_bytes(&out, "GGUF", 4);
+    w_u32(&out, 3);
+    w_u64(&out, g->n_tensors);
+    w_u64(&out, g->n_kv);
+    w_bytes(&out, g->kv.p, g->kv.n);
+    w_bytes(&out, g->info.p, g->info.n);
+    w_pad(&out);
+    w_bytes(&out, g->data.p, g->data.n);
+    free(g->kv.p);
+    free(g->info.p);
+    free(g->data.p);
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// the tiny tower (torch layouts: Linear weight [out][in], conv [C][3][P][P])
+
+enum { S = 8, P = 4, NP = 2, N = 4, T = 5, C = 8, H = 2, D = 4, F = 12, L = 3, E1 = 10, E = 6, K = 48 };
+
+typedef struct tower {
+    float patch[C * K], cls[C], pos[T * C], pre_w[C], pre_b[C];
+    float ln1_w[L][C], ln1_b[L][C], ln2_w[L][C], ln2_b[L][C];
+    float wq[L][C * C], wk[L][C * C], wv[L][C * C], wo[L][C * C], bq[L][C], bk[L][C], bv[L][C], bo[L][C];
+    float fc1[L][F * C], b1[L][F], fc2[L][C * F], b2[L][C];
+    float mm0[E1 * C], mm0_b[E1], mm2[E * E1], mm2_b[E];
+} tower;
+
+static void tower_init(tower * t) {
+    const float sc = 1.0f / sqrtf((float) C) * 1.7f, sf = 1.0f / sqrtf((float) F) * 1.7f;
+    fill(t->patch, C * K, 0.25f, 0);
+    fill(t->cls, C, 0.5f, 0);
+    fill(t->pos, T * C, 0.5f, 0);
+    fill(t->pre_w, C, 0.2f, 1);
+    fill(t->pre_b, C, 0.2f, 0);
+    for (int l = 0; l < L; l++) {
+        fill(t->ln1_w[l], C, 0.2f, 1); fill(t->ln1_b[l], C, 0.2f, 0);
+        fill(t->ln2_w[l], C, 0.2f, 1); fill(t->ln2_b[l], C, 0.2f, 0);
+        fill(t->wq[l], C * C, sc, 0); fill(t->wk[l], C * C, sc, 0);
+        fill(t->wv[l], C * C, sc, 0); fill(t->wo[l], C * C, sc, 0);
+        fill(t->bq[l], C, 0.2f, 0); fill(t->bk[l], C, 0.2f, 0);
+        fill(t->bv[l], C, 0.2f, 0); fill(t->bo[l], C, 0.2f, 0);
+        fill(t->fc1[l], F * C, sc, 0); fill(t->b1[l], F, 0.2f, 0);
+        fill(t->fc2[l], C * F, sf, 0); fill(t->b2[l], C, 0.2f, 0);
+    }
+    fill(t->mm0, E1 * C, sc, 0);
+    fill(t->mm0_b, E1, 0.2f, 0);
+    fill(t->mm2, E * E1, 1.7f / sqrtf((float) E1), 0);
+    fill(t->mm2_b, E, 0.2f, 0);
+}
+
+typedef struct opts {
+    int          n_store;        // layers written (block_count)
+    int          feature_layer;  // -1: no key
+    int          swapped;        // legacy names: fc1 as ffn_down, fc2 as ffn_up
+    int          use_gelu;
+    const char * select;         // NULL: no key
+    const char * proj_type;      // NULL: no key
+    const char * omit;           // tensor left out
+    const char * bad_shape;      // tensor written with its first dimension one short
+    int          n_embd_out;     // E written for mm.2 (E unless testing a mismatch)
+} opts;
+
+static opts default_opts(void) {
+    return (opts) { .n_store = L, .feature_layer = -1, .proj_type = "mlp", .n_embd_out = E };
+}
+
+// Names of every tensor write_tower writes (for the omission test); returns the count.
+static int tensor_names(char names[][48], int n_store) {
+    int n = 0;
+    const char * top[] = { "v.patch_embd.weight", "v.class_embd", "v.position_embd.weight", "v.pre_ln.weight",
+                           "v.pre_ln.bias", "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias" };
+    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+        snprintf(names[n++], 48, "%s", top[i]);
+    }
+    const char * per[] = { "ln1", "ln2", "attn_q", "attn_k", "attn_v", "attn_out", "ffn_up", "ffn_down" };
+    for (int l = 0; l < n_store; l++) {
+        for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++) {
+            snprintf(names[n++], 48, "v.blk.%d.%s.weight", l, per[i]);
+            snprintf(names[n++], 48, "v.blk.%d.%s.bias", l, per[i]);
+        }
+    }
+    return n;
+}
+
+static void put(gfile * g, const opts * o, const char * name, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2,
+                int64_t ne3, const float * data) {
+    if (o->omit && strcmp(o->omit, name) == 0) {
+        return;
+    }
+    int64_t ne[4] = { ne0, ne1, ne2, ne3 };
+    if (o->bad_shape && strcmp(o->bad_shape, name) == 0) {
+        ne[0] -= 1;
+    }
+    tensor(g, name, n_dims, ne, data);
+}
+
+static wbuf write_tower(const tower * t, const opts * o) {
+    gfile g = { 0 };
+    key_str(&g, "general.architecture", "clip");
+    if (o->proj_type) key_str(&g, "clip.projector_type", o->proj_type);
+    key_u32(&g, "clip.vision.image_size", S);
+    key_u32(&g, "clip.vision.patch_size", P);
+    key_u32(&g, "clip.vision.embedding_length", C);
+    key_u32(&g, "clip.vision.feed_forward_length", F);
+    key_u32(&g, "clip.vision.attention.head_count", H);
+    w_f32(key(&g, "clip.vision.attention.layer_norm_epsilon", VLC_GGUF_FLOAT32), 1e-5f);
+    key_u32(&g, "clip.vision.block_count", (uint32_t) o->n_store);
+    if (o->feature_layer >= 0) {
+        wbuf * b = key(&g, "clip.vision.feature_layer", VLC_GGUF_ARRAY);
+        w_u32(b, VLC_GGUF_INT32);
+        w_u64(b, 1);
+        w_u32(b, (uint32_t) o->feature_layer);
+    }
+    key_bool(&g, "clip.use_gelu", o->use_gelu);
+    if (o->select) key_str(&g, "vlcache.vision.select_strategy", o->select);
+
+    put(&g, o, "v.patch_embd.weight", 4, P, P, 3, C, t->patch);
+    put(&g, o, "v.class_embd", 1, C, 1, 1, 1, t->cls);
+    put(&g, o, "v.position_embd.weight", 2, C, T, 1, 1, t->pos);
+    put(&g, o, "v.pre_ln.weight", 1, C, 1, 1, 1, t->pre_w);
+    put(&g, o, "v.pre_ln.bias", 1, C, 1, 1, 1, t->pre_b);
+    char n[64];
+    for (int l = 0; l < o->n_store; l++) {
+#define PUT(suffix, nd, a, b, data) (snprintf(n, sizeof(n), "v.blk.%d." suffix, l), put(&g, o, n, nd, a, b, 1, 1, data))
+        PUT("ln1.weight", 1, C, 1, t->ln1_w[l]);
+        PUT("ln1.bias", 1, C, 1, t->ln1_b[l]);
+        PUT("ln2.weight", 1, C, 1, t->ln2_w[l]);
+        PUT("ln2.bias", 1, C, 1, t->ln2_b[l]);
+        PUT("attn_q.weight", 2, C, C, t->wq[l]);
+        PUT("attn_k.weight", 2, C, C, t->wk[l]);
+        PUT("attn_v.weight", 2, C, C, t->wv[l]);
+        PUT("attn_out.weight", 2, C, C, t->wo[l]);
+        PUT("attn_q.bias", 1, C, 1, t->bq[l]);
+        PUT("attn_k.bias", 1, C, 1, t->bk[l]);
+        PUT("attn_v.bias", 1, C, 1, t->bv[l]);
+        PUT("attn_out.bias", 1, C, 1, t->bo[l]);
+        if (o->swapped) {
+            PUT("ffn_down.weight", 2, C, F, t->fc1[l]);
+            PUT("ffn_down.bias", 1, F, 1, t->b1[l]);
+            PUT("ffn_up.weight", 2, F, C, t->fc2[l]);
+            PUT("ffn_up.bias", 1, C, 1, t->b2[l]);
+        } else {
+            PUT("ffn_up.weight", 2, C, F, t->fc1[l]);
+            PUT("ffn_up.bias", 1, F, 1, t->b1[l]);
+            PUT("ffn_down.weight", 2, F, C, t->fc2[l]);
+            PUT("ffn_down.bias", 1, C, 1, t->b2[l]);
+        }
+#undef PUT
+    }
+    put(&g, o, "mm.0.weight", 2, C, E1, 1, 1, t->mm0);
+    put(&g, o, "mm.0.bias", 1, E1, 1, 1, 1, t->mm0_b);
+    put(&g, o, "mm.2.weight", 2, E1, o->n_embd_out, 1, 1, t->mm2);
+    put(&g, o, "mm.2.bias", 1, o->n_embd_out, 1, 1, 1, t->mm2_b);
+    return finish(&g);
+}
+
+// Loads the tower from a file image; the GGUF handle goes to *g (close it after the tower).
+static vlc_status load(const wbuf * file, int32_t n_embd_text, vlc_gguf ** g, vlc_vision ** v) {
+    *v            = NULL;
+    vlc_status st = vlc_gguf_open_buffer(file->p, file->n, g);
+    if (st != VLC_STATUS_OK) {
+        return st;
+    }
+    return vlc_vision_load(*g, n_embd_text, v);
+}
+
+// ---------------------------------------------------------------------------
+// reference forward pass in double
+
+static void ref_ln(double * y, const double * x, const float * w, const float * b) {
+    double m = 0, v = 0;
+    for (int i = 0; i < C; i++) m += x[i];
+    m /= C;
+    for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+    v /= C;
+    for (int i = 0; i < C; i++) y[i] = (x[i] - m) / sqrt(v + 1e-5) * w[i] + b[i];
+}
+
+static void ref_linear(double * y, const float * w, const float * b, const double * x, int n_in, int n_out) {
+    for (int o = 0; o < n_out; o++) {
+        double s = b ? b[o] : 0;
+        for (int i = 0; i < n_in; i++) s += (double) w[o * n_in + i] * x[i];
+        y[o] = s;
+    }
+}
+
+// out [Tout, E] for one tile img [3, S, S]
+static void ref_encode(const tower * t, const float * img, int n_layer, int full, int gelu, double * out) {
+    double x[T][C], xn[T][C], q[T][C], k[T][C], v[T][C], a[T][C];
+    for (int c = 0; c < C; c++) x[0][c] = t->cls[c] + t->pos[c];
+    for (int py = 0; py < NP; py++) {
+        for (int px = 0; px < NP; px++) {
+            const int p = py * NP + px;
+            for (int c = 0; c < C; c++) {
+                double s = 0;
+                for (int ch = 0; ch < 3; ch++)
+                    for (int ky = 0; ky < P; ky++)
+                        for (int kx = 0; kx < P; kx++)
+                            s += (double) t->patch[((c * 3 + ch) * P + ky) * P + kx] *
+                                 img[(ch * S + py * P + ky) * S + px * P + kx];
+                x[1 + p][c] = s + t->pos[(1 + p) * C + c];
+            }
+        }
+    }
+    for (int i = 0; i < T; i++) ref_ln(x[i], x[i], t->pre_w, t->pre_b);
+    for (int l = 0; l < n_layer; l++) {
+        for (int i = 0; i < T; i++) {
+            ref_ln(xn[i], x[i], t->ln1_w[l], t->ln1_b[l]);
+            ref_linear(q[i], t->wq[l], t->bq[l], xn[i], C, C);
+            ref_linear(k[i], t->wk[l], t->bk[l], xn[i], C, C);
+            ref_linear(v[i], t->wv[l], t->bv[l], xn[i], C, C);
+        }
+        for (int h = 0; h < H; h++) {
+            for (int i = 0; i < T; i++) {
+                double s[T], mx = -1e300, sum = 0;
+                for (int j = 0; j < T; j++) {
+                    s[j] = 0;
+                    for (int d = 0; d < D; d++) s[j] += q[i][h * D + d] * k[j][h * D + d];
+                    s[j] /= sqrt((double) D);
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int j = 0; j < T; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int d = 0; d < D; d++) {
+                    double o = 0;
+                    for (int j = 0; j < T; j++) o += s[j] / sum * v[j][h * D + d];
+                    a[i][h * D + d] = o;
+                }
+            }
+        }
+        for (int i = 0; i < T; i++) {
+            double o[C], hdn[F];
+            ref_linear(o, t->wo[l], t->bo[l], a[i], C, C);
+            for (int c = 0; c < C; c++) x[i][c] += o[c];
+            ref_ln(xn[i], x[i], t->ln2_w[l], t->ln2_b[l]);
+            ref_linear(hdn, t->fc1[l], t->b1[l], xn[i], C, F);
+            for (int f = 0; f < F; f++) {
+                const double z = hdn[f];
+                hdn[f] = gelu ? 0.5 * z * (1 + erf(z / sqrt(2.0))) : z / (1 + exp(-1.702 * z));
+            }
+            ref_linear(o, t->fc2[l], t->b2[l], hdn, F, C);
+            for (int c = 0; c < C; c++) x[i][c] += o[c];
+        }
+    }
+    for (int i = full ? 0 : 1, r = 0; i < T; i++, r++) {
+        double p1[E1];
+        ref_linear(p1, t->mm0, t->mm0_b, x[i], C, E1);
+        for (int e = 0; e < E1; e++) p1[e] = 0.5 * p1[e] * (1 + erf(p1[e] / sqrt(2.0)));
+        ref_linear(out + r * E, t->mm2, t->mm2_b, p1, E1, E);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// encode tests
+
+enum { NT = 3 };
+
+static void check_against_ref(const tower * t, const opts * o, int n_layer, int full, const char * what) {
+    float img[NT * 3 * S * S];
+    fill(img, NT * 3 * S * S, 1.5f, 0.0f);
+    wbuf       file = write_tower(t, o);
+    vlc_gguf * g    = NULL;
+    vlc_vision * v  = NULL;
+    vlc_status st   = load(&file, E, &g, &v);
+    CHECK(st == VLC_STATUS_OK, "%s: load: %s", what, vlc_last_error());
+    if (st == VLC_STATUS_OK) {
+        vlc_vision_info in;
+        vlc_vision_get_info(v, &in);
+        const int tout = full ? T : T - 1;
+        CHECK(in.has_vision == 1 && in.n_layer == n_layer && in.n_layer_file == o->n_store && in.select_full == full &&
+              in.n_tokens_per_tile == tout && in.n_embd_out == E && in.gelu_exact == o->use_gelu &&
+              in.image_size == S && in.patch_size == P && in.n_embd == C && in.n_head == H && in.n_ff == F,
+              "%s: info", what);
+        CHECK(fabsf(in.image_mean[0] - 0.48145466f) < 1e-7f && fabsf(in.image_std[2] - 0.27577711f) < 1e-7f,
+              "%s: default mean/std", what);
+        float  out1[NT * T * E], out3[NT * T * E];
+        double ref[T * E];
+        CHECK(vlc_vision_encode_tiles(v, img, NT, 1, out1) == VLC_STATUS_OK, "%s: encode: %s", what, vlc_last_error());
+        CHECK(vlc_vision_encode_tiles(v, img, NT, 3, out3) == VLC_STATUS_OK, "%s: encode 3 thr", what);
+        CHECK(memcmp(out1, out3, sizeof(float) * NT * tout * E) == 0, "%s: 1 vs 3 threads differ", what);
+        double maxd = 0, maxr = 0;
+        for (int tile = 0; tile < NT; tile++) {
+            ref_encode(t, img + tile * 3 * S * S, n_layer, full, o->use_gelu, ref);
+            for (int i = 0; i < tout * E; i++) {
+                const double d = fabs(out1[tile * tout * E + i] - ref[i]);
+                maxd = d > maxd ? d : maxd;
+                maxr = fabs(ref[i]) > maxr ? fabs(ref[i]) : maxr;
+            }
+        }
+        printf("%s: max rel err vs double reference %.2e\n", what, maxd / maxr);
+        CHECK(maxr > 0.1 && maxd <= 1e-5 * maxr, "%s: max|diff| %g, max|ref| %g", what, maxd, maxr);
+    }
+    vlc_vision_free(v);
+    vlc_gguf_close(g);
+    free(file.p);
+}
+
+static void test_encode(const tower * t) {
+    opts o = default_opts();
+    check_against_ref(t, &o, L, 0, "all stored layers, default, quick_gelu");
+    o.feature_layer = 2;
+    o.use_gelu      = 1;
+    o.select        = "full";
+    check_against_ref(t, &o, 2, 1, "feature layer 2 of 3, full, gelu");
+    o = default_opts();
+    o.n_store = 2;
+    o.swapped = 1;
+    o.proj_type = NULL;  // absent: mlp assumed from mm.0
+    o.select  = "default";
+    check_against_ref(t, &o, 2, 0, "legacy: 2 stored, swapped ffn, no projector_type");
+    o.feature_layer = 0;
+    check_against_ref(t, &o, 0, 0, "feature layer 0 (embeddings after pre-LN)");
+}
+
+// ---------------------------------------------------------------------------
+// errors
+
+static void expect_load_error(const tower * t, const opts * o, int32_t n_embd_text, vlc_status want,
+                              const char * needle, const char * what) {
+    wbuf       file = write_tower(t, o);
+    vlc_gguf * g    = NULL;
+    vlc_vision * v  = (vlc_vision *) 1;
+    vlc_status st   = load(&file, n_embd_text, &g, &v);
+    CHECK(st == want && v == NULL, "%s: status %d (want %d), %s", what, st, want, vlc_last_error());
+    CHECK(strstr(vlc_last_error(), needle) != NULL, "%s: message '%s' lacks '%s'", what, vlc_last_error(), needle);
+    vlc_vision_free(v);
+    vlc_gguf_close(g);
+    free(file.p);
+}
+
+static void test_errors(const tower * t) {
+    static char names[16 + L * 16][48];
+    const int   n = tensor_names(names, L);
+    for (int i = 0; i < n; i++) {
+        opts o = default_opts();
+        o.omit = names[i];
+        expect_load_error(t, &o, E, VLC_STATUS_FORMAT, names[i], names[i]);
+    }
+    opts o      = default_opts();
+    o.bad_shape = "v.blk.1.attn_v.weight";
+    expect_load_error(t, &o, E, VLC_STATUS_FORMAT, "'v.blk.1.attn_v.weight' has shape [7, 8], expected [8, 8]", "shape");
+    o           = default_opts();
+    o.bad_shape = "v.patch_embd.weight";
+    expect_load_error(t, &o, E, VLC_STATUS_FORMAT, "[3, 4, 3, 8], expected [4, 4, 3, 8]", "patch shape");
+    o           = default_opts();
+    o.proj_type = "ldp";
+    expect_load_error(t, &o, E, VLC_STATUS_UNSUPPORTED, "'ldp'", "projector type");
+    o = default_opts();
+    expect_load_error(t, &o, E + 1, VLC_STATUS_FORMAT, "projector output width 6 (mm.2.weight) does not match the text model's n_embd 7",
+                      "width mismatch");
+    o.feature_layer = 4;
+    expect_load_error(t, &o, E, VLC_STATUS_FORMAT, "clip.vision.feature_layer", "feature layer > block_count");
+    o        = default_opts();
+    o.select = "spatial";
+    expect_load_error(t, &o, E, VLC_STATUS_UNSUPPORTED, "'spatial'", "select strategy");
+
+    // arguments
+    vlc_vision * v = (vlc_vision *) 1;
+    CHECK(vlc_vision_load(NULL, E, &v) == VLC_STATUS_INVALID_ARG && v == NULL, "load NULL gguf");
+    CHECK(vlc_vision_load(NULL, E, NULL) == VLC_STATUS_INVALID_ARG, "load NULL out");
+    vlc_vision_free(NULL);
+    vlc_vision_info in;
+    memset(&in, 0xff, sizeof(in));
+    vlc_vision_get_info(NULL, &in);
+    CHECK(in.has_vision == 0 && in.n_layer == 0, "info of NULL");
+
+    o              = default_opts();
+    wbuf       f   = write_tower(t, &o);
+    vlc_gguf * g   = NULL;
+    CHECK(load(&f, E, &g, &v) == VLC_STATUS_OK, "load: %s", vlc_last_error());
+    float img[3 * S * S] = { 0 }, out[T * E];
+    CHECK(vlc_vision_encode_tiles(NULL, img, 1, 1, out) == VLC_STATUS_INVALID_ARG, "encode NULL tower");
+    CHECK(vlc_vision_encode_tiles(v, NULL, 1, 1, out) == VLC_STATUS_INVALID_ARG, "encode NULL pixels");
+    CHECK(vlc_vision_encode_tiles(v, img, 1, 1, NULL) == VLC_STATUS_INVALID_ARG, "encode NULL out");
+    CHECK(vlc_vision_encode_tiles(v, img, 0, 1, out) == VLC_STATUS_INVALID_ARG, "encode 0 tiles");
+    CHECK(vlc_vision_encode_tiles(v, img, -1, 1, out) == VLC_STATUS_INVALID_ARG, "encode -1 tiles");
+    CHECK(vlc_vision_encode_tiles(v, img, 1, -2, out) == VLC_STATUS_INVALID_ARG, "encode -2 threads");
+    CHECK(vlc_vision_encode_tiles(v, img, 1, 0, out) == VLC_STATUS_OK, "encode 0 threads = all cores");
+    vlc_vision_free(v);
+    vlc_gguf_close(g);
+    free(f.p);
+}
+
+int main(void) {
+    test_ops();
+    static tower t;
+    tower_init(&t);
+    test_encode(&t);
+    test_errors(&t);
+    if (g_fail) {
+        fprintf(stderr, "test_vision: %d failures\n", g_fail);
+        return 1;
+    }
+    printf("test_vision: ok\n");
+    return 0;
+}
