@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""convert_hf_to_gguf.py: Hugging Face Llama/Mistral checkpoint -> llama.cpp-compatible GGUF.
+"""convert_hf_to_gguf.py: Hugging Face Llama/Mistral/LLaVA checkpoint -> GGUF.
 
 What it is:
   - Input: a LlamaForCausalLM or MistralForCausalLM directory (config.json; model.safetensors
@@ -8,6 +8,13 @@ What it is:
   - Output: one GGUF v3 file written with the `gguf` package, with llama.cpp's key names,
     tensor names and Q/K row permutation (docs GGUF_LLAVA.md §1.5-1.7), F32/F16/BF16 weights
     (1-D tensors always F32), and the SentencePiece-style ("llama") vocabulary.
+  - LLaVA: a LlavaForConditionalGeneration (LLaVA-1.5) or LlavaNextForConditionalGeneration
+    (LLaVA-1.6) directory with a Llama/Mistral/Vicuna text model and a CLIP vision tower, in
+    any of the checkpoint naming schemes transformers and the llava-hf hub use, becomes ONE
+    GGUF (general.architecture "llava"): the text model as above plus clip.* / vlcache.* keys
+    and v.* / mm.* tensors, exactly the layout of tools/GGUF_FORMAT.md. Only the ViT layers up
+    to vision_feature_layer are stored; the image processor settings
+    (preprocessor_config.json) and the chat template name travel in the file.
   - Streaming: safetensors are read with numpy.memmap and each tensor is converted and
     written on its own, so peak memory is about one tensor, never two copies of the model.
   - No torch and no sentencepiece at convert time: the safetensors format and the
@@ -15,14 +22,16 @@ What it is:
     pytorch_model*.bin checkpoints, and only if it is importable.
 
 What it is not:
-  - Not a quantizer (F32/F16/BF16 only), not a LLaVA/CLIP converter, not a general
-    llama.cpp converter: other architectures, rope scaling other than linear, byte-level
+  - Not a quantizer (F32/F16/BF16 only), not a general llama.cpp converter, and it does not
+    write llama.cpp's text + mmproj pairs: other architectures, non-CLIP vision towers
+    (SigLIP, ...), several feature layers, rope scaling other than linear, byte-level
     (GPT-2/Llama-3 style) BPE tokenizers and non-SiLU activations are refused with an error.
 
 Usage:
   python tools/convert_hf_to_gguf.py MODEL_DIR --outfile OUT.gguf --outtype f32|f16|bf16
+      [--chat-template llava-1.5|llava-1.6-mistral|llava-1.6-vicuna]   (LLaVA only)
 From Python:
-  convert(model_dir, outfile, outtype="f16") -> pathlib.Path
+  convert(model_dir, outfile, outtype="f16", chat_template=None) -> pathlib.Path
 """
 from __future__ import annotations
 
@@ -342,7 +351,8 @@ def _req(cfg: Dict[str, Any], key: str, path: Path) -> Any:
     return cfg[key]
 
 
-def read_hparams(model_dir: Path) -> HParams:
+def read_config(model_dir: Path) -> Tuple[Dict[str, Any], Path]:
+    """config.json as a dict, and its path."""
     path = model_dir / "config.json"
     if not path.is_file():
         raise ConvertError(f"{model_dir}: config.json not found (is this a Hugging Face model directory?)")
@@ -352,6 +362,11 @@ def read_hparams(model_dir: Path) -> HParams:
         raise ConvertError(f"{path}: invalid JSON: {exc}") from exc
     if not isinstance(cfg, dict):
         raise ConvertError(f"{path}: not a JSON object")
+    return cfg, path
+
+
+def read_hparams(model_dir: Path) -> HParams:
+    cfg, path = read_config(model_dir)
     try:
         return _hparams_from_config(cfg, path)
     except (TypeError, ValueError) as exc:
@@ -364,7 +379,7 @@ def _hparams_from_config(cfg: Dict[str, Any], path: Path) -> HParams:
     if arch is None:
         name = archs[0] if archs else f"model_type={cfg.get('model_type')!r} (no 'architectures')"
         raise ConvertError(f"{path}: unsupported architecture {name}; "
-                           f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+                           f"supported: {', '.join(SUPPORTED_ARCHITECTURES + LLAVA_ARCHITECTURES)}")
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise ConvertError(f"{path}: unsupported hidden_act {act!r} (Llama uses 'silu')")
@@ -459,10 +474,39 @@ class PlannedTensor:
     hf_name: str
     shape: Tuple[int, ...]          # numpy order (outermost first)
     permute_heads: int = 0          # 0 = no Q/K permutation, else the head count to use
+    keep_f32: bool = False          # always F32 whatever --outtype (1-D tensors are F32 anyway)
 
 
-def plan_tensors(hp: HParams, ckpt: Checkpoint) -> List[PlannedTensor]:
-    """The GGUF tensors to write, in file order; checks presence and shapes."""
+def check_plan(plan: List[PlannedTensor], ckpt: Checkpoint, what: str, ignorable: Sequence[str] = ()) -> None:
+    """Every planned tensor present with its shape; no checkpoint tensor left unexplained
+    (except the `ignorable` names and rotary inv_freq buffers)."""
+    missing = [t.hf_name for t in plan if t.hf_name not in ckpt.entries]
+    if missing:
+        more = f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""
+        raise ConvertError(f"missing tensor(s) in the checkpoint: {', '.join(missing[:8])}{more}")
+    for t in plan:
+        got = ckpt.entries[t.hf_name].shape
+        if tuple(got) != t.shape:
+            raise ConvertError(f"tensor {t.hf_name!r} has shape {list(got)}, expected {list(t.shape)} "
+                               "from config.json")
+    used = {t.hf_name for t in plan}
+    skip = set(ignorable)
+    unexpected = [n for n in ckpt.entries
+                  if n not in used and n not in skip and not n.endswith("rotary_emb.inv_freq")]
+    if unexpected:
+        more = f" (and {len(unexpected) - 8} more)" if len(unexpected) > 8 else ""
+        raise ConvertError(f"unexpected tensor(s) for {what}: {', '.join(unexpected[:8])}{more}")
+
+
+def plan_tensors(hp: HParams, ckpt: Checkpoint, *, prefix: str = "model.",
+                 lm_head: str = "lm_head.weight", check: bool = True) -> List[PlannedTensor]:
+    """The text-model GGUF tensors to write, in file order.
+
+    prefix: checkpoint prefix of the decoder (`model.` for LlamaForCausalLM; LLaVA checkpoints
+    use `model.language_model.` or `language_model.model.`); lm_head: the output projection's
+    checkpoint name. check: verify presence/shapes and refuse unexplained tensors (the LLaVA
+    path checks once over text and vision plans together).
+    """
     e, hd = hp.n_embd, hp.head_dim
     q_out, kv_out = hp.n_head * hd, hp.n_head_kv * hd
     plan: List[PlannedTensor] = []
@@ -470,9 +514,9 @@ def plan_tensors(hp: HParams, ckpt: Checkpoint) -> List[PlannedTensor]:
     def add(gname: str, hname: str, shape: Tuple[int, ...], perm: int = 0) -> None:
         plan.append(PlannedTensor(gname, hname, shape, perm))
 
-    add("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, e))
+    add("token_embd.weight", prefix + "embed_tokens.weight", (hp.n_vocab, e))
     for i in range(hp.n_layer):
-        p, b = f"model.layers.{i}.", f"blk.{i}."
+        p, b = f"{prefix}layers.{i}.", f"blk.{i}."
         add(b + "attn_norm.weight", p + "input_layernorm.weight", (e,))
         add(b + "attn_q.weight", p + "self_attn.q_proj.weight", (q_out, e), hp.n_head)
         add(b + "attn_k.weight", p + "self_attn.k_proj.weight", (kv_out, e), hp.n_head_kv)
@@ -491,28 +535,13 @@ def plan_tensors(hp: HParams, ckpt: Checkpoint) -> List[PlannedTensor]:
             add(b + "ffn_gate.bias", p + "mlp.gate_proj.bias", (hp.n_ff,))
             add(b + "ffn_up.bias", p + "mlp.up_proj.bias", (hp.n_ff,))
             add(b + "ffn_down.bias", p + "mlp.down_proj.bias", (e,))
-    add("output_norm.weight", "model.norm.weight", (e,))
+    add("output_norm.weight", prefix + "norm.weight", (e,))
     # Tied embeddings (or no lm_head in the checkpoint): no output.weight; llama.cpp then
     # reuses token_embd.weight.
-    if not hp.tie_embeddings and "lm_head.weight" in ckpt.entries:
-        add("output.weight", "lm_head.weight", (hp.n_vocab, e))
-
-    missing = [t.hf_name for t in plan if t.hf_name not in ckpt.entries]
-    if missing:
-        more = f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""
-        raise ConvertError(f"missing tensor(s) in the checkpoint: {', '.join(missing[:8])}{more}")
-    for t in plan:
-        got = ckpt.entries[t.hf_name].shape
-        if tuple(got) != t.shape:
-            raise ConvertError(f"tensor {t.hf_name!r} has shape {list(got)}, expected {list(t.shape)} "
-                               "from config.json")
-    used = {t.hf_name for t in plan}
-    ignorable = ("lm_head.weight",)  # present but tied
-    unexpected = [n for n in ckpt.entries
-                  if n not in used and n not in ignorable and not n.endswith("rotary_emb.inv_freq")]
-    if unexpected:
-        more = f" (and {len(unexpected) - 8} more)" if len(unexpected) > 8 else ""
-        raise ConvertError(f"unexpected tensor(s) for {hp.arch}: {', '.join(unexpected[:8])}{more}")
+    if not hp.tie_embeddings and lm_head in ckpt.entries:
+        add("output.weight", lm_head, (hp.n_vocab, e))
+    if check:
+        check_plan(plan, ckpt, hp.arch, ignorable=(lm_head,))  # lm_head: present but tied
     return plan
 
 
@@ -642,6 +671,7 @@ class Vocab:
     add_eos: bool
     add_space_prefix: bool
     chat_templates: Dict[str, str]           # "" = default template, else named ones
+    prepend_scheme: Optional[str]            # vlcache.tokenizer.prepend_scheme, see _prepend_scheme
     source: str                              # "tokenizer.model" | "tokenizer.json"
 
 
@@ -903,7 +933,351 @@ def load_vocab(model_dir: Path, n_vocab: int) -> Vocab:
                 templates["" if name == "default" else name] = item["template"]
 
     return Vocab(tokens, scores, types, special_ids, add_bos, add_eos, add_space_prefix,
-                 templates, source)
+                 templates, _prepend_scheme(tcfg, tj), source)
+
+
+def _prepend_scheme(tcfg: Dict[str, Any], tj: Optional[Dict[str, Any]]) -> Optional[str]:
+    """When transformers puts the "▁" space marker in front of a text fragment.
+
+    transformers 5 rebuilds Llama tokenizers with a Metaspace pre-tokenizer whose scheme is
+    "first" (legacy=False, its default) or "always" (legacy=True); other tokenizer classes
+    use tokenizer.json's own Metaspace, if it has one. None leaves the SentencePiece rule.
+    """
+    cls = str(tcfg.get("tokenizer_class") or "LlamaTokenizer").replace("Fast", "")
+    if cls == "LlamaTokenizer":
+        return "always" if tcfg.get("legacy") is True else "first"
+    pre = (tj or {}).get("pre_tokenizer") or {}
+    for p in pre.get("pretokenizers", [pre]):
+        if isinstance(p, dict) and p.get("type") == "Metaspace" and p.get("prepend_scheme") in ("first", "always"):
+            return p["prepend_scheme"]
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# LLaVA: config, checkpoint naming, vision/projector tensor plan, image processor settings
+# (layout: tools/GGUF_FORMAT.md, "One-file LLaVA")
+# --------------------------------------------------------------------------------------
+
+LLAVA_ARCHITECTURES = ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration")
+CHAT_TEMPLATES = ("llava-1.5", "llava-1.6-mistral", "llava-1.6-vicuna")
+
+# Defaults of transformers' config classes. llava-hf hub configs leave most text_config /
+# vision_config keys out and rely on them (llava-1.5-7b-hf's text_config has no hidden_size).
+_TEXT_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "llama": dict(architectures=["LlamaForCausalLM"], vocab_size=32000, hidden_size=4096,
+                  intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                  max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
+                  hidden_act="silu", tie_word_embeddings=False),
+    "mistral": dict(architectures=["MistralForCausalLM"], vocab_size=32000, hidden_size=4096,
+                    intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                    num_key_value_heads=8, max_position_embeddings=4096 * 32, rms_norm_eps=1e-6,
+                    rope_theta=10000.0, hidden_act="silu", sliding_window=4096,
+                    tie_word_embeddings=False),
+}
+_CLIP_VISION_DEFAULTS: Dict[str, Any] = dict(
+    hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
+    num_attention_heads=12, num_channels=3, image_size=224, patch_size=32, hidden_act="quick_gelu",
+    layer_norm_eps=1e-5)
+# LlavaNextConfig's default image_grid_pinpoints, (height, width) pairs.
+_LLAVA_NEXT_DEFAULT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+@dataclass
+class VisionHParams:
+    arch: str                      # one of LLAVA_ARCHITECTURES
+    image_size: int                # tile side S, pixels
+    patch_size: int                # P
+    n_embd: int                    # ViT width C
+    n_ff: int                      # ViT MLP width F
+    n_head: int
+    n_layer_hf: int                # encoder layers in the checkpoint
+    feature_layer: int             # selected hidden state k in [0, n_layer_hf] = layers stored
+    eps: float
+    projection_dim: int
+    use_gelu: bool                 # ViT MLP activation: gelu (erf) vs quick_gelu
+    select_strategy: str           # "default" | "full"
+    projector_act: str             # projector_hidden_act, verbatim
+    image_token_id: int
+    grid_pinpoints: Optional[List[Tuple[int, int]]]   # LLaVA-1.6: (height, width) pairs
+    chat_template: str             # one of CHAT_TEMPLATES
+
+    @property
+    def is_next(self) -> bool:
+        return self.arch == "LlavaNextForConditionalGeneration"
+
+
+def _as_int(v: Any, what: str, path: Path) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        raise ConvertError(f"{path}: {what} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _llava_text_config(cfg: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    """text_config completed with the text model class's defaults (as transformers does)."""
+    tc = cfg.get("text_config") or {}
+    if not isinstance(tc, dict):
+        raise ConvertError(f"{path}: text_config is not an object")
+    mt = tc.get("model_type", "llama")
+    if mt not in _TEXT_DEFAULTS:
+        raise ConvertError(f"{path}: text model {mt!r} (text_config.model_type) is not supported; "
+                           f"LLaVA text models: {', '.join(_TEXT_DEFAULTS)}")
+    merged = dict(_TEXT_DEFAULTS[mt])
+    merged.update(tc)
+    if not merged.get("architectures"):
+        merged["architectures"] = _TEXT_DEFAULTS[mt]["architectures"]
+    if tc.get("vocab_size") is None:
+        merged["vocab_size"] = cfg.get("vocab_size") or _TEXT_DEFAULTS[mt]["vocab_size"]
+    if "tie_word_embeddings" not in tc and "tie_word_embeddings" in cfg:
+        merged["tie_word_embeddings"] = cfg["tie_word_embeddings"]
+    return merged
+
+
+def read_llava_hparams(cfg: Dict[str, Any], path: Path, arch: str, chat_template: Optional[str]
+                       ) -> Tuple[HParams, VisionHParams]:
+    """Text (llama.*) and vision hyperparameters of a LLaVA-1.5 / LLaVA-1.6 config.json."""
+    tcfg = _llava_text_config(cfg, path)
+    try:
+        hp = _hparams_from_config(tcfg, Path(f"{path} (text_config)"))
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"{path}: bad value in text_config: {exc}") from exc
+
+    vc = cfg.get("vision_config") or {}
+    if not isinstance(vc, dict):
+        raise ConvertError(f"{path}: vision_config is not an object")
+    vmt = vc.get("model_type", "clip_vision_model")
+    if vmt != "clip_vision_model":
+        raise ConvertError(f"{path}: vision tower {vmt!r} (vision_config.model_type) is not supported; "
+                           "only CLIP vision towers ('clip_vision_model') can be converted")
+    v = dict(_CLIP_VISION_DEFAULTS)
+    v.update({k: val for k, val in vc.items() if val is not None})
+    S = _as_int(v["image_size"], "vision_config.image_size", path)
+    P = _as_int(v["patch_size"], "vision_config.patch_size", path)
+    C = _as_int(v["hidden_size"], "vision_config.hidden_size", path)
+    n_head = _as_int(v["num_attention_heads"], "vision_config.num_attention_heads", path)
+    L = _as_int(v["num_hidden_layers"], "vision_config.num_hidden_layers", path)
+    if _as_int(v["num_channels"], "vision_config.num_channels", path) != 3:
+        raise ConvertError(f"{path}: vision_config.num_channels={v['num_channels']} (only RGB, 3, is supported)")
+    if P <= 0 or S <= 0 or S % P != 0:
+        raise ConvertError(f"{path}: vision_config.image_size={S} is not a positive multiple of patch_size={P}")
+    if n_head <= 0 or C % n_head != 0:
+        raise ConvertError(f"{path}: vision_config.hidden_size={C} is not a multiple of num_attention_heads={n_head}")
+    act = v["hidden_act"]
+    if act not in ("gelu", "quick_gelu"):
+        raise ConvertError(f"{path}: vision_config.hidden_act {act!r} is not supported (gelu, quick_gelu)")
+
+    fl = cfg.get("vision_feature_layer", -2)
+    if isinstance(fl, (list, tuple)):
+        if len(fl) != 1:
+            raise ConvertError(f"{path}: vision_feature_layer={list(fl)}: multiple feature layers not supported")
+        fl = fl[0]
+    fl = _as_int(fl, "vision_feature_layer", path)
+    k = fl if fl >= 0 else L + fl + 1
+    if not 0 <= k <= L:
+        raise ConvertError(f"{path}: vision_feature_layer={fl} is outside the {L}-layer vision tower")
+
+    strategy = cfg.get("vision_feature_select_strategy", "default")
+    if strategy not in ("default", "full"):
+        raise ConvertError(f"{path}: vision_feature_select_strategy {strategy!r} is not supported (default, full)")
+    pact = cfg.get("projector_hidden_act", "gelu")
+    if not isinstance(pact, str):
+        raise ConvertError(f"{path}: projector_hidden_act must be a string, got {pact!r}")
+    if cfg.get("multimodal_projector_bias", True) is False:
+        raise ConvertError(f"{path}: multimodal_projector_bias=false (a projector without biases) is not supported")
+    tid = cfg.get("image_token_id")
+    if tid is None:
+        tid = cfg.get("image_token_index", 32000)
+    tid = _as_int(tid, "image_token_id", path)
+
+    pins: Optional[List[Tuple[int, int]]] = None
+    if arch == "LlavaNextForConditionalGeneration":
+        raw = cfg.get("image_grid_pinpoints") or _LLAVA_NEXT_DEFAULT_PINPOINTS
+        pins = []
+        for pair in raw if isinstance(raw, list) else [raw]:
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in pair)):
+                raise ConvertError(f"{path}: image_grid_pinpoints entry {pair!r} is not a [height, width] "
+                                   "pair of positive integers")
+            pins.append((int(pair[0]), int(pair[1])))
+
+    if chat_template is None:
+        if arch == "LlavaForConditionalGeneration":
+            chat_template = "llava-1.5"
+        elif hp.arch == "MistralForCausalLM":
+            chat_template = "llava-1.6-mistral"
+        else:
+            chat_template = "llava-1.6-vicuna"
+    elif chat_template not in CHAT_TEMPLATES:
+        raise ConvertError(f"unknown chat template {chat_template!r} (choose from {', '.join(CHAT_TEMPLATES)})")
+
+    try:
+        vp = VisionHParams(
+            arch=arch, image_size=S, patch_size=P, n_embd=C,
+            n_ff=_as_int(v["intermediate_size"], "vision_config.intermediate_size", path),
+            n_head=n_head, n_layer_hf=L, feature_layer=k, eps=float(v["layer_norm_eps"]),
+            projection_dim=_as_int(v["projection_dim"], "vision_config.projection_dim", path),
+            use_gelu=(act == "gelu"), select_strategy=strategy, projector_act=pact,
+            image_token_id=tid, grid_pinpoints=pins, chat_template=chat_template)
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"{path}: bad value in vision_config: {exc}") from exc
+    return hp, vp
+
+
+@dataclass
+class LlavaNames:
+    """Checkpoint prefixes of one LLaVA checkpoint. Both naming schemes occur:
+    transformers >= 4.52 in memory / its saves: model.language_model.*, lm_head.weight,
+    model.vision_tower.[vision_model.]*, model.multi_modal_projector.*, model.image_newline;
+    llava-hf hub files (and transformers 5's save_pretrained): language_model.model.*,
+    language_model.lm_head.weight, vision_tower.[vision_model.]*, multi_modal_projector.*,
+    image_newline."""
+    text: str          # ends with "." (then embed_tokens.weight, layers.N..., norm.weight)
+    lm_head: str       # full name (may be absent when tied)
+    vision: str        # ends with "." (then embeddings.*, pre_layrnorm.*, encoder.layers.N.*)
+    projector: str     # ends with "." (then linear_1.*, linear_2.*)
+    newline: str       # full name
+
+
+def llava_names(ckpt: Checkpoint) -> LlavaNames:
+    def first(cands: Sequence[str], suffix: str, what: str) -> str:
+        for c in cands:
+            if c + suffix in ckpt.entries:
+                return c
+        raise ConvertError(f"the checkpoint has no {what} (looked for "
+                           f"{', '.join(c + suffix for c in cands)})")
+    text = first(("model.language_model.", "language_model.model."), "embed_tokens.weight",
+                 "text model")
+    vision = first(("model.vision_tower.vision_model.", "vision_tower.vision_model.",
+                    "model.vision_tower.", "vision_tower."), "embeddings.patch_embedding.weight",
+                   "CLIP vision tower")
+    proj = first(("model.multi_modal_projector.", "multi_modal_projector."), "linear_1.weight",
+                 "multi_modal_projector")
+    lm_head = next((n for n in ("lm_head.weight", "language_model.lm_head.weight") if n in ckpt.entries),
+                   "lm_head.weight")
+    newline = next((n for n in ("model.image_newline", "image_newline") if n in ckpt.entries),
+                   "model.image_newline" if text.startswith("model.") else "image_newline")
+    return LlavaNames(text, lm_head, vision, proj, newline)
+
+
+def plan_vision(vp: VisionHParams, n_embd_text: int, names: LlavaNames, ckpt: Checkpoint
+                ) -> Tuple[List[PlannedTensor], List[str]]:
+    """The v.* / mm.* tensors in file order, and the checkpoint tensors deliberately not
+    written (post_layernorm, layers past the feature layer, position_ids buffers)."""
+    C, F, P, E = vp.n_embd, vp.n_ff, vp.patch_size, n_embd_text
+    n_pos = (vp.image_size // P) ** 2 + 1
+    v, m = names.vision, names.projector
+    plan: List[PlannedTensor] = []
+
+    def add(gname: str, hname: str, shape: Tuple[int, ...], keep_f32: bool = False) -> None:
+        plan.append(PlannedTensor(gname, hname, shape, 0, keep_f32))
+
+    add("v.patch_embd.weight", v + "embeddings.patch_embedding.weight", (C, 3, P, P))
+    add("v.class_embd", v + "embeddings.class_embedding", (C,))
+    add("v.position_embd.weight", v + "embeddings.position_embedding.weight", (n_pos, C), keep_f32=True)
+    add("v.pre_ln.weight", v + "pre_layrnorm.weight", (C,))
+    add("v.pre_ln.bias", v + "pre_layrnorm.bias", (C,))
+    for i in range(vp.feature_layer):
+        p, b = f"{v}encoder.layers.{i}.", f"v.blk.{i}."
+        add(b + "ln1.weight", p + "layer_norm1.weight", (C,))
+        add(b + "ln1.bias", p + "layer_norm1.bias", (C,))
+        for g, h in (("attn_q", "q_proj"), ("attn_k", "k_proj"), ("attn_v", "v_proj"), ("attn_out", "out_proj")):
+            add(f"{b}{g}.weight", f"{p}self_attn.{h}.weight", (C, C))
+            add(f"{b}{g}.bias", f"{p}self_attn.{h}.bias", (C,))
+        add(b + "ln2.weight", p + "layer_norm2.weight", (C,))
+        add(b + "ln2.bias", p + "layer_norm2.bias", (C,))
+        add(b + "ffn_up.weight", p + "mlp.fc1.weight", (F, C))
+        add(b + "ffn_up.bias", p + "mlp.fc1.bias", (F,))
+        add(b + "ffn_down.weight", p + "mlp.fc2.weight", (C, F))
+        add(b + "ffn_down.bias", p + "mlp.fc2.bias", (C,))
+    add("mm.0.weight", m + "linear_1.weight", (E, C))
+    add("mm.0.bias", m + "linear_1.bias", (E,))
+    add("mm.2.weight", m + "linear_2.weight", (E, E))
+    add("mm.2.bias", m + "linear_2.bias", (E,))
+    if vp.is_next:
+        add("v.image_newline", names.newline, (E,))
+
+    ignorable = [v + "post_layernorm.weight", v + "post_layernorm.bias", v + "embeddings.position_ids"]
+    dropped = tuple(f"{v}encoder.layers.{i}." for i in range(vp.feature_layer, vp.n_layer_hf))
+    ignorable += [n for n in ckpt.entries if dropped and n.startswith(dropped)]
+    return plan, ignorable
+
+
+def image_processor_config(model_dir: Path, vp: VisionHParams) -> Tuple[str, Dict[str, Any], str]:
+    """(JSON text stored in vlcache.image.processor, the parsed object, where it came from).
+
+    preprocessor_config.json verbatim; else the "image_processor" object of
+    processor_config.json (transformers 5 saves only that); else a config synthesized from
+    the vision config (CLIPImageProcessor for LLaVA-1.5, LlavaNextImageProcessor for 1.6),
+    with a warning.
+    """
+    pre = model_dir / "preprocessor_config.json"
+    if pre.is_file():
+        text = pre.read_text(encoding="utf-8")
+        obj = _read_json(pre)
+        if not isinstance(obj, dict):
+            raise ConvertError(f"{pre}: not a JSON object")
+        return text, obj, str(pre)
+    pc_path = model_dir / "processor_config.json"
+    pc = _read_json(pc_path)
+    if isinstance(pc, dict) and isinstance(pc.get("image_processor"), dict):
+        obj = pc["image_processor"]
+        return json.dumps(obj, indent=2, sort_keys=True) + "\n", obj, f"{pc_path} (image_processor)"
+    S = vp.image_size
+    obj = {
+        "image_processor_type": "LlavaNextImageProcessor" if vp.is_next else "CLIPImageProcessor",
+        "do_resize": True, "size": {"shortest_edge": S}, "resample": 3,
+        "do_center_crop": True, "crop_size": {"height": S, "width": S},
+        "do_rescale": True, "rescale_factor": 1.0 / 255.0,
+        "do_normalize": True, "image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD),
+        "do_convert_rgb": True,
+    }
+    if vp.is_next:
+        obj["image_grid_pinpoints"] = [list(p) for p in vp.grid_pinpoints or []]
+        obj["do_pad"] = True
+    print(f"convert_hf_to_gguf: warning: {model_dir}: no preprocessor_config.json or processor_config.json; "
+          f"using a default {obj['image_processor_type']} ({S}x{S}, OpenAI CLIP mean/std)", file=sys.stderr)
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n", obj, "synthesized"
+
+
+def _mean_std(obj: Dict[str, Any], key: str, default: List[float], where: str) -> List[float]:
+    val = obj.get(key, default)
+    if isinstance(val, (int, float)) and not isinstance(val, bool):
+        val = [float(val)] * 3
+    if (not isinstance(val, list) or len(val) != 3
+            or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in val)):
+        raise ConvertError(f"{where}: {key} must be 3 numbers, got {val!r}")
+    return [float(x) for x in val]
+
+
+def _check_processor(obj: Dict[str, Any], vp: VisionHParams, where: str) -> None:
+    """Warn where the processor and the model config disagree (Hugging Face would misbehave too)."""
+    crop = obj.get("crop_size")
+    if isinstance(crop, dict) and obj.get("do_center_crop", True):
+        h, w = crop.get("height"), crop.get("width")
+        if (h, w) != (vp.image_size, vp.image_size):
+            print(f"convert_hf_to_gguf: warning: {where}: crop_size {h}x{w} differs from the vision "
+                  f"tower's image_size {vp.image_size}", file=sys.stderr)
+    if vp.is_next and "image_grid_pinpoints" in obj:
+        theirs = [tuple(p) for p in obj["image_grid_pinpoints"] or []]
+        if theirs != list(vp.grid_pinpoints or []):
+            print(f"convert_hf_to_gguf: warning: {where}: image_grid_pinpoints {theirs} differ from "
+                  f"config.json's {vp.grid_pinpoints}", file=sys.stderr)
+
+
+def _image_token(model_dir: Path, vocab: Vocab, vp: VisionHParams) -> str:
+    """The placeholder text; checks the tokenizer has it at image_token_id."""
+    pc = _read_json(model_dir / "processor_config.json")
+    want = pc.get("image_token", "<image>") if isinstance(pc, dict) else "<image>"
+    tid = vp.image_token_id
+    if not 0 <= tid < len(vocab.tokens):
+        raise ConvertError(f"{model_dir / 'config.json'}: image_token_id {tid} is outside the vocabulary "
+                           f"({len(vocab.tokens)} tokens)")
+    got = vocab.tokens[tid].decode("utf-8", errors="replace")
+    if got != want:
+        raise ConvertError(f"{model_dir}: image_token_id {tid} is {got!r} in the tokenizer, expected {want!r} "
+                           "(add it as an added token, as llava-hf tokenizers do)")
+    return want
 
 
 # --------------------------------------------------------------------------------------
@@ -968,10 +1342,49 @@ def _np_dtype(t: gguf.GGMLQuantizationType) -> np.dtype:
             gguf.GGMLQuantizationType.BF16: np.dtype(np.uint16)}[t]
 
 
-def convert(model_dir: "os.PathLike[str] | str", outfile: "os.PathLike[str] | str",
-            outtype: str = "f16", *, progress: bool = True) -> Path:
-    """Convert a HF Llama/Mistral directory to GGUF at `outfile`; returns the output path.
+def _add_vision_kv(w: gguf.GGUFWriter, model_dir: Path, vp: VisionHParams, vocab: Vocab) -> None:
+    """clip.* and vlcache.* keys of the one-file LLaVA (tools/GGUF_FORMAT.md), with the
+    value types llama.cpp's clip.cpp asserts (u32 ints, f32 eps, bool flags)."""
+    token = _image_token(model_dir, vocab, vp)
+    proc_text, proc, where = image_processor_config(model_dir, vp)
+    _check_processor(proc, vp, where)
+    i32 = gguf.GGUFValueType.INT32
+    f32 = gguf.GGUFValueType.FLOAT32
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_string("clip.projector_type", "mlp")
+    w.add_uint32("clip.vision.image_size", vp.image_size)
+    w.add_uint32("clip.vision.patch_size", vp.patch_size)
+    w.add_uint32("clip.vision.embedding_length", vp.n_embd)
+    w.add_uint32("clip.vision.feed_forward_length", vp.n_ff)
+    w.add_uint32("clip.vision.projection_dim", vp.projection_dim)
+    w.add_uint32("clip.vision.attention.head_count", vp.n_head)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", vp.eps)
+    w.add_uint32("clip.vision.block_count", vp.feature_layer)
+    w.add_key_value("clip.vision.feature_layer", [vp.feature_layer], gguf.GGUFValueType.ARRAY, sub_type=i32)
+    w.add_key_value("clip.vision.image_mean", _mean_std(proc, "image_mean", OPENAI_CLIP_MEAN, where),
+                    gguf.GGUFValueType.ARRAY, sub_type=f32)
+    w.add_key_value("clip.vision.image_std", _mean_std(proc, "image_std", OPENAI_CLIP_STD, where),
+                    gguf.GGUFValueType.ARRAY, sub_type=f32)
+    w.add_bool("clip.use_gelu", vp.use_gelu)
+    w.add_string("vlcache.vision.select_strategy", vp.select_strategy)
+    w.add_string("vlcache.projector.act", vp.projector_act)
+    w.add_string("vlcache.image.processor", proc_text)
+    w.add_string("vlcache.image.token", token)
+    w.add_uint32("vlcache.image.token_id", vp.image_token_id)
+    w.add_string("vlcache.chat_template", vp.chat_template)
+    if vp.is_next:
+        flat = [x for pair in vp.grid_pinpoints or [] for x in pair]
+        w.add_key_value("clip.vision.image_grid_pinpoints", flat, gguf.GGUFValueType.ARRAY, sub_type=i32)
+        w.add_string("clip.vision.mm_patch_merge_type", "spatial_unpad")
 
+
+def convert(model_dir: "os.PathLike[str] | str", outfile: "os.PathLike[str] | str",
+            outtype: str = "f16", *, progress: bool = True, chat_template: Optional[str] = None) -> Path:
+    """Convert a HF Llama/Mistral or LLaVA-1.5/1.6 directory to GGUF at `outfile`; returns the path.
+
+    chat_template (LLaVA only): one of CHAT_TEMPLATES for vlcache.chat_template; None picks
+    llava-1.5 for LlavaForConditionalGeneration, and for LlavaNextForConditionalGeneration
+    llava-1.6-mistral (Mistral text model) or llava-1.6-vicuna (Llama text model).
     Raises ConvertError (with the file, key or tensor named) on bad or unsupported input.
     On error no partial output file is left behind.
     """
@@ -983,16 +1396,42 @@ def convert(model_dir: "os.PathLike[str] | str", outfile: "os.PathLike[str] | st
         raise ConvertError(f"{model_dir}: not a directory")
     wtype, ftype = OUTTYPES[outtype]
 
-    hp = read_hparams(model_dir)
-    ckpt = open_checkpoint(model_dir)
-    emb = ckpt.entries.get("model.embed_tokens.weight")
+    cfg, cfg_path = read_config(model_dir)
+    archs = cfg.get("architectures") or []
+    llava_arch = next((a for a in archs if a in LLAVA_ARCHITECTURES), None) if isinstance(archs, list) else None
+    vp: Optional[VisionHParams] = None
+    if llava_arch is not None:
+        hp, vp = read_llava_hparams(cfg, cfg_path, llava_arch, chat_template)
+        ckpt = open_checkpoint(model_dir)
+        names = llava_names(ckpt)
+        text_prefix = names.text
+        plan = plan_tensors(hp, ckpt, prefix=names.text, lm_head=names.lm_head, check=False)
+        vplan, ignorable = plan_vision(vp, hp.n_embd, names, ckpt)
+        if names.lm_head not in {t.hf_name for t in plan}:
+            ignorable.append(names.lm_head)
+        plan += vplan
+    else:
+        if chat_template is not None:
+            raise ConvertError(f"{cfg_path}: --chat-template applies to LLaVA models only, not to {archs}")
+        try:
+            hp = _hparams_from_config(cfg, cfg_path)
+        except (TypeError, ValueError) as exc:
+            raise ConvertError(f"{cfg_path}: bad value in config: {exc}") from exc
+        ckpt = open_checkpoint(model_dir)
+        text_prefix = "model."
+    emb = ckpt.entries.get(text_prefix + "embed_tokens.weight")
     if emb is not None and len(emb.shape) == 2 and emb.shape[0] != hp.n_vocab:
-        raise ConvertError(f"{model_dir / 'config.json'}: vocab_size={hp.n_vocab} but "
-                           f"model.embed_tokens.weight has {emb.shape[0]} rows")
-    plan = plan_tensors(hp, ckpt)
+        raise ConvertError(f"{cfg_path}: vocab_size={hp.n_vocab} but {emb.name} has {emb.shape[0]} rows")
+    if vp is None:
+        plan = plan_tensors(hp, ckpt)
+    else:
+        check_plan(plan, ckpt, str(llava_arch), ignorable)
     vocab = load_vocab(model_dir, hp.n_vocab)
 
-    w = gguf.GGUFWriter(None, "llama")
+    # general.architecture is "llava" for the one-file LLaVA; the text keys stay llama.*
+    # (the writer's helpers format their keys with w.arch).
+    w = gguf.GGUFWriter(None, "llama" if vp is None else "llava")
+    w.arch = "llama"
     w.add_name(model_dir.resolve().name)
     w.add_file_type(int(ftype))
     w.add_uint32("vlcache.format_version", VLCACHE_FORMAT_VERSION)
@@ -1024,10 +1463,14 @@ def convert(model_dir: "os.PathLike[str] | str", outfile: "os.PathLike[str] | st
     w.add_add_bos_token(vocab.add_bos)
     w.add_add_eos_token(vocab.add_eos)
     w.add_add_space_prefix(vocab.add_space_prefix)
+    if vocab.prepend_scheme is not None:
+        w.add_string("vlcache.tokenizer.prepend_scheme", vocab.prepend_scheme)
     for name, tmpl in vocab.chat_templates.items():
         w.add_string("tokenizer.chat_template" + (f".{name}" if name else ""), tmpl)
+    if vp is not None:
+        _add_vision_kv(w, model_dir, vp, vocab)
 
-    out_types = [gguf.GGMLQuantizationType.F32 if len(t.shape) == 1 else wtype for t in plan]
+    out_types = [gguf.GGMLQuantizationType.F32 if len(t.shape) == 1 or t.keep_f32 else wtype for t in plan]
     for t, ot in zip(plan, out_types):
         w.add_tensor_info(t.gguf_name, t.shape, _np_dtype(ot), _nbytes(t.shape, ot),
                           raw_dtype=ot if ot == gguf.GGMLQuantizationType.BF16 else None)
@@ -1062,17 +1505,23 @@ def convert(model_dir: "os.PathLike[str] | str", outfile: "os.PathLike[str] | st
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         description="Convert a Hugging Face LlamaForCausalLM / MistralForCausalLM directory to GGUF "
-                    "(llama.cpp-compatible keys, tensor names and Q/K permutation).")
+                    "(llama.cpp-compatible keys, tensor names and Q/K permutation), or a "
+                    "LlavaForConditionalGeneration / LlavaNextForConditionalGeneration directory to one "
+                    "GGUF with the text model and the CLIP vision tower (tools/GGUF_FORMAT.md).")
     ap.add_argument("model", type=Path, help="directory with config.json, safetensors and tokenizer files")
     ap.add_argument("--outfile", type=Path, default=None,
                     help="output path (default: MODEL/ggml-model-OUTTYPE.gguf)")
     ap.add_argument("--outtype", choices=list(OUTTYPES), default="f16",
                     help="type of 2-D tensors; 1-D tensors (norms) are always f32 (default: f16)")
+    ap.add_argument("--chat-template", choices=list(CHAT_TEMPLATES), default=None,
+                    help="LLaVA only: prompt format stored as vlcache.chat_template (default: llava-1.5 "
+                         "for LLaVA-1.5; llava-1.6-mistral or llava-1.6-vicuna for LLaVA-1.6 by text model)")
     ap.add_argument("--no-progress", action="store_true", help="do not print the progress bar")
     args = ap.parse_args(argv)
     outfile = args.outfile or (args.model / f"ggml-model-{args.outtype}.gguf")
     try:
-        path = convert(args.model, outfile, args.outtype, progress=not args.no_progress)
+        path = convert(args.model, outfile, args.outtype, progress=not args.no_progress,
+                       chat_template=args.chat_template)
     except ConvertError as exc:
         print(f"convert_hf_to_gguf: error: {exc}", file=sys.stderr)
         return 1

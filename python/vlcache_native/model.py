@@ -303,8 +303,14 @@ class Model:
             self._image_token = (text, ids[0] if len(ids) == 1 else None)
         return self._image_token[1]
 
+    def prompt_chunks(self, prompt: str, images: Sequence | None = None, add_bos: bool = True) -> list:
+        """The prompt as :meth:`Session.prefill` takes it: token-id lists and image embeddings, in order.
+
+        Same rules as :meth:`generate` (placeholders, images first when there is none).
+        """
+        return self._prompt_chunks(prompt, images, add_bos)[0]
+
     def _prompt_chunks(self, prompt, images, add_bos: bool) -> tuple[list, GenerationStats]:
-        """Token ids and image embeddings of a prompt, in order, for Session.prefill."""
         stats = GenerationStats()
         images = list(images or [])
         if not isinstance(prompt, (str, bytes)):
