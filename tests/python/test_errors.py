@@ -4,54 +4,12 @@ Malformed files are made by re-serialising a valid tiny GGUF (read with gguf.GGU
 with one thing changed, so each case breaks exactly one rule.
 """
 
-import struct
 
 import numpy as np
 import pytest
 
 import vlcache_native as vc
-
-gguf = pytest.importorskip("gguf")
-
-
-def _s(text: str) -> bytes:
-    b = text.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-class Parts:
-    """A GGUF file as editable pieces: raw kv records and tensor (name, type, ne, data)."""
-
-    def __init__(self, path):
-        r = gguf.GGUFReader(path)
-        self.kvs = {name: b"".join(p.tobytes() for p in f.parts)
-                    for name, f in r.fields.items() if not name.startswith("GGUF.")}
-        self.tensors = [[t.name, int(t.tensor_type), [int(x) for x in t.field.parts[3]], bytes(t.data.tobytes())]
-                        for t in r.tensors]
-        self.offsets = None  # per-tensor override of the data offset
-
-    def set_str(self, key, value):
-        self.kvs[key] = _s(key) + struct.pack("<I", 8) + _s(value)
-
-    def bytes(self, magic=b"GGUF", version=3) -> bytes:
-        out = bytearray(magic + struct.pack("<IQQ", version, len(self.tensors), len(self.kvs)))
-        for blob in self.kvs.values():
-            out += blob
-        offset, offsets = 0, []
-        for name, typ, ne, data in self.tensors:
-            offsets.append(offset)
-            offset += (len(data) + 31) // 32 * 32
-        for i, (name, typ, ne, data) in enumerate(self.tensors):
-            off = self.offsets[i] if self.offsets and i in self.offsets else offsets[i]
-            out += _s(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
-            out += struct.pack("<IQ", typ, off)
-        out += b"\0" * (-len(out) % 32)
-        for name, typ, ne, data in self.tensors:
-            out += data + b"\0" * (-len(data) % 32)
-        return bytes(out)
-
-    def tensor(self, name):
-        return next(t for t in self.tensors if t[0] == name)
+from ggufedit import Parts
 
 
 def _load(tmp_path, data: bytes, name="bad.gguf"):

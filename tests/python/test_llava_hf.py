@@ -175,3 +175,47 @@ def test_bad_images(llava15, tmp_path):
     with pytest.raises(ValueError):
         m.generate(L.PROMPT_15, images=[np.zeros((0, 5, 3), np.uint8)])
     assert m.generate(L.PROMPT_15, images=[L.make_image(8, 8)], max_tokens=2).stats.image_tokens == 16
+
+
+def split_into_llamacpp_pair(one_file, text_path, mmproj_path):
+    """Our one-file LLaVA as llama.cpp's legacy tools would have written it: a "llama" text
+    GGUF without our vlcache.* keys, and a "clip" mmproj with the layers up to the feature
+    layer (the legacy converter dropped CLIP's last one), no clip.vision.feature_layer key,
+    and fc1 / fc2 stored swapped as ffn_down / ffn_up."""
+    from ggufedit import Parts
+
+    text, proj = Parts(one_file), Parts(one_file)
+    text.kvs = {k: v for k, v in text.kvs.items() if not k.startswith(("clip.", "vlcache."))}
+    text.set_str("general.architecture", "llama")
+    text.tensors = [t for t in text.tensors if not t[0].startswith(("v.", "mm."))]
+    proj.kvs = {k: v for k, v in proj.kvs.items()
+                if k.startswith("clip.") and k != "clip.vision.feature_layer" or k == "general.alignment"}
+    proj.set_str("general.architecture", "clip")
+    proj.tensors = [t for t in proj.tensors if t[0].startswith(("v.", "mm."))]
+    for t in proj.tensors:
+        if ".ffn_up." in t[0] or ".ffn_down." in t[0]:
+            t[0] = t[0].replace("ffn_up", "ffn_tmp").replace("ffn_down", "ffn_up").replace("ffn_tmp", "ffn_down")
+    return text.write(text_path), proj.write(mmproj_path)
+
+
+def test_llamacpp_pair_gives_hf_logits(llava15, tmp_path):
+    """The pair runs as Hugging Face runs the original model. Fed HF's own token ids (a
+    llama.cpp text file tokenizes by llama.cpp's rule, with a space marker after <image>),
+    the full-prompt logits equal HF's."""
+    text, mmproj = split_into_llamacpp_pair(llava15.gguf, tmp_path / "text.gguf", tmp_path / "mmproj.gguf")
+    img = L.make_image(40, 30, seed=12)
+    ref = L.hf_run(llava15.hf, llava15.proc, L.PROMPT_15, [img])
+    with vc.Model(text, mmproj=mmproj, n_ctx=512, kv_type="f32") as m:
+        assert m.vision_info["n_layer"] == m.vision_info["n_layer_file"] == llava15.model.vision_info["n_layer"]
+        feats = m.encode_image(img)
+        ids = ref["input_ids"]
+        where = np.flatnonzero(ids == llava15.hf.config.image_token_id)
+        chunks = [ids[: where[0]], feats, ids[where[-1] + 1:]]
+        with m.session() as s:
+            logits = s.prefill(chunks, all_logits=True)
+        err = rel_err(logits, ref["logits"])
+        print(f"\nllama.cpp pair: features {rel_err(feats, ref['image_embeds']):.2e}, logits {err:.2e}")
+        assert err <= 1e-4
+        # generate() works on the pair too: the placeholder is tokenized around, not looked up
+        out = m.generate(L.PROMPT_15, images=[img], max_tokens=4)
+        assert out.stats.image_tokens == len(feats)
