@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 import cffi
@@ -23,8 +22,10 @@ _LIB_NAMES = {"linux": "libvlcache.so", "darwin": "libvlcache.dylib", "win32": "
 _LIB_NAME = _LIB_NAMES.get(sys.platform, "libvlcache.so")
 
 
-def _package_dir() -> Path:
-    return Path(str(resources.files(__package__)))
+def _package_dirs() -> list[Path]:
+    """Every directory of the package: an editable install has two (built files, sources)."""
+    pkg = sys.modules.get(__package__)
+    return [Path(p) for p in getattr(pkg, "__path__", [])] + [Path(__file__).resolve().parent]
 
 
 def _find_library() -> Path:
@@ -34,19 +35,19 @@ def _find_library() -> Path:
         if not path.is_file():
             raise ImportError(f"VLC_LIBRARY={env!r} is not a file")
         return path
-    here = [_package_dir(), Path(__file__).resolve().parent]
-    for d in here:
+    for d in _package_dirs():
         if (d / _LIB_NAME).is_file():
             return d / _LIB_NAME
     raise ImportError(
-        f"vlcache_native: {_LIB_NAME} not found in {here[0]}; install the package with "
-        "'pip install .' or point VLC_LIBRARY at a build of the library"
+        f"vlcache_native: {_LIB_NAME} not found in {[str(d) for d in _package_dirs()]}; install the "
+        "package with 'pip install .' or point VLC_LIBRARY at a build of the library"
     )
 
 
 def _find_header(lib: Path) -> Path:
     src = Path(__file__).resolve().parents[2] / "native" / "include" / "vlcache.h"
-    for cand in (_package_dir() / "include" / "vlcache.h", lib.parent / "include" / "vlcache.h", src):
+    cands = [lib.parent / "include" / "vlcache.h"] + [d / "include" / "vlcache.h" for d in _package_dirs()] + [src]
+    for cand in cands:
         if cand.is_file():
             return cand
     raise ImportError("vlcache_native: vlcache.h not found next to the library")

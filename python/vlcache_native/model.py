@@ -114,6 +114,8 @@ class Model:
         self._gen_session: Session | None = None
         self.path = os.fspath(path)
         self.mmproj = os.fspath(mmproj) if mmproj is not None else None
+        if chat_template is not None and chat_template not in _chat.TEMPLATES:
+            raise InvalidArgumentError(f"chat_template={chat_template!r}, expected one of {_chat.TEMPLATES}")
         for p in (self.path, self.mmproj):
             if p is not None and not os.path.exists(p):
                 raise ModelIOError(f"model file not found: {p!r}")
@@ -133,10 +135,9 @@ class Model:
         self._vision = {name: getattr(vinfo, name) for name, _ in ffi.typeof("vlc_vision_info").fields}
         for k in ("image_mean", "image_std"):
             self._vision[k] = list(self._vision[k])
-        self.chat_template = chat_template or self.metadata("vlcache.chat_template") or (
+        stored = self.metadata("vlcache.chat_template")
+        self.chat_template = chat_template or (stored if stored in _chat.TEMPLATES else None) or (
             "llava-1.5" if self.has_vision else None)
-        if self.chat_template is not None and self.chat_template not in _chat.TEMPLATES:
-            raise InvalidArgumentError(f"chat_template={self.chat_template!r}, expected one of {_chat.TEMPLATES}")
         self._processor = None
         self._image_token = None  # (text, id or None), looked up on first use
         self.n_ctx = int(n_ctx)
