@@ -223,7 +223,7 @@ def _edit_bias(p):
 def _edit_u32(key, value):
     import struct
 
-    from test_errors import _s
+    from ggufedit import gguf_string as _s
 
     def edit(p):
         p.kvs[key] = _s(key) + struct.pack("<II", 4, value)
@@ -241,7 +241,7 @@ def _edit_u32(key, value):
      "missing required key 'llama.attention.layer_norm_rms_epsilon'"),
 ])
 def test_model_refuses_with_a_message(tiny_gguf, tmp_path, edit, exc, match):
-    from test_errors import Parts
+    from ggufedit import Parts
 
     p = Parts(tiny_gguf)
     edit(p)
