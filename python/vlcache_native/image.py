@@ -625,12 +625,14 @@ def _model_meta_nums(model, key: str) -> list[float] | None:
 
 
 def _model_newline(model, dim: int) -> np.ndarray:
-    """The model's LLaVA-NeXT image_newline [dim] (``v.image_newline``)."""
+    """The model's LLaVA-NeXT image_newline [dim]: ``v.image_newline``, or
+    ``model.image_newline`` as llama.cpp's legacy LLaVA-1.6 mmproj files name it."""
     from ._ffi import ffi, lib
     from .errors import check
     out = np.empty(dim, dtype=np.float32)
-    check(lib.vlc_model_tensor_f32(model._handle(), b"v.image_newline",
-                                   ffi.from_buffer("float[]", out, require_writable=True), dim))
+    buf = ffi.from_buffer("float[]", out, require_writable=True)
+    if lib.vlc_model_tensor_f32(model._handle(), b"v.image_newline", buf, dim) != 0:
+        check(lib.vlc_model_tensor_f32(model._handle(), b"model.image_newline", buf, dim))
     return out
 
 

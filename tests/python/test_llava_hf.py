@@ -10,6 +10,9 @@ order, so they agree to ~1e-6; the issue's bound 1e-4 is asserted. f16 weights a
 against HF running the f32 originals, bound 1e-2.
 """
 
+import struct
+
+import gguf
 import numpy as np
 import pytest
 
@@ -182,7 +185,7 @@ def split_into_llamacpp_pair(one_file, text_path, mmproj_path):
     GGUF without our vlcache.* keys, and a "clip" mmproj with the layers up to the feature
     layer (the legacy converter dropped CLIP's last one), no clip.vision.feature_layer key,
     and fc1 / fc2 stored swapped as ffn_down / ffn_up."""
-    from ggufedit import Parts
+    from ggufedit import Parts, gguf_string
 
     text, proj = Parts(one_file), Parts(one_file)
     text.kvs = {k: v for k, v in text.kvs.items() if not k.startswith(("clip.", "vlcache."))}
@@ -195,27 +198,37 @@ def split_into_llamacpp_pair(one_file, text_path, mmproj_path):
     for t in proj.tensors:
         if ".ffn_up." in t[0] or ".ffn_down." in t[0]:
             t[0] = t[0].replace("ffn_up", "ffn_tmp").replace("ffn_down", "ffn_up").replace("ffn_tmp", "ffn_down")
+        if t[0] == "v.image_newline":
+            t[0] = "model.image_newline"  # the legacy LLaVA-1.6 surgery's name
+    key = "clip.vision.image_grid_pinpoints"
+    if key in proj.kvs:  # llama.cpp stores (width, height) pairs, we store (height, width)
+        hw = [int(x) for x in gguf.GGUFReader(one_file).fields[key].contents()]
+        wh = [v for h, w in zip(hw[0::2], hw[1::2]) for v in (w, h)]
+        proj.kvs[key] = (gguf_string(key) + struct.pack("<IIQ", 9, 5, len(wh)) + struct.pack(f"<{len(wh)}i", *wh))
     return text.write(text_path), proj.write(mmproj_path)
 
 
-def test_llamacpp_pair_gives_hf_logits(llava15, tmp_path):
+@pytest.mark.parametrize("kind", ["1.5", "1.6"])
+def test_llamacpp_pair_gives_hf_logits(kind, llava15, llava16, tmp_path):
     """The pair runs as Hugging Face runs the original model. Fed HF's own token ids (a
     llama.cpp text file tokenizes by llama.cpp's rule, with a space marker after <image>),
-    the full-prompt logits equal HF's."""
-    text, mmproj = split_into_llamacpp_pair(llava15.gguf, tmp_path / "text.gguf", tmp_path / "mmproj.gguf")
-    img = L.make_image(40, 30, seed=12)
-    ref = L.hf_run(llava15.hf, llava15.proc, L.PROMPT_15, [img])
-    with vc.Model(text, mmproj=mmproj, n_ctx=512, kv_type="f32") as m:
-        assert m.vision_info["n_layer"] == m.vision_info["n_layer_file"] == llava15.model.vision_info["n_layer"]
+    the full-prompt logits equal HF's. LLaVA-1.6 pairs also exercise llama.cpp's (width,
+    height) pinpoints and the legacy model.image_newline name."""
+    case, prompt = (llava15, L.PROMPT_15) if kind == "1.5" else (llava16, L.PROMPT_16_VICUNA)
+    text, mmproj = split_into_llamacpp_pair(case.gguf, tmp_path / "text.gguf", tmp_path / "mmproj.gguf")
+    img = L.make_image(40, 30, seed=12) if kind == "1.5" else L.make_image(50, 28, seed=13)
+    ref = L.hf_run(case.hf, case.proc, prompt, [img])
+    with vc.Model(text, mmproj=mmproj, n_ctx=1024, kv_type="f32") as m:
+        assert m.vision_info["n_layer"] == m.vision_info["n_layer_file"] == case.model.vision_info["n_layer"]
         feats = m.encode_image(img)
         ids = ref["input_ids"]
-        where = np.flatnonzero(ids == llava15.hf.config.image_token_id)
+        where = np.flatnonzero(ids == case.hf.config.image_token_id)
         chunks = [ids[: where[0]], feats, ids[where[-1] + 1:]]
         with m.session() as s:
             logits = s.prefill(chunks, all_logits=True)
         err = rel_err(logits, ref["logits"])
-        print(f"\nllama.cpp pair: features {rel_err(feats, ref['image_embeds']):.2e}, logits {err:.2e}")
+        print(f"\nllama.cpp {kind} pair: features {rel_err(feats, ref['image_embeds']):.2e}, logits {err:.2e}")
         assert err <= 1e-4
-        # generate() works on the pair too: the placeholder is tokenized around, not looked up
-        out = m.generate(L.PROMPT_15, images=[img], max_tokens=4)
+        # generate() works on the pair too
+        out = m.generate(prompt, images=[img], max_tokens=4)
         assert out.stats.image_tokens == len(feats)
