@@ -673,3 +673,55 @@ double vlc_gguf_arr_float(const vlc_gguf_kv * kv, uint64_t i) {
         default:                return 0.0;
     }
 }
+
+// ---------------------------------------------------------------------------
+// helpers for the model loaders
+
+vlc_status vlc_gguf_get_i32(const vlc_gguf * g, const char * key, int required, int32_t * out,
+                            int64_t lo, int64_t hi) {
+    if (!required && !vlc_gguf_find_kv(g, key)) {
+        return VLC_STATUS_OK;  // absent optional key: the default stays in *out
+    }
+    int64_t v = *out;
+    VLC_TRY(vlc_gguf_get_int(g, key, required, &v));
+    VLC_CHECK(v >= lo && v <= hi, VLC_STATUS_FORMAT, "key '%s' = %" PRId64 ", expected %" PRId64 " .. %" PRId64,
+              key, v, lo, hi);
+    *out = (int32_t) v;
+    return VLC_STATUS_OK;
+}
+
+int vlc_gguf_str_eq(vlc_gguf_str s, const char * lit) {
+    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
+}
+
+static void shape_str(char * buf, size_t cap, int n_dims, const int64_t * ne) {
+    size_t o = (size_t) snprintf(buf, cap, "[");
+    for (int i = 0; i < n_dims && o < cap; i++) {
+        o += (size_t) snprintf(buf + o, cap - o, "%s%" PRId64, i ? ", " : "", ne[i]);
+    }
+    if (o < cap) {
+        snprintf(buf + o, cap - o, "]");
+    }
+}
+
+vlc_status vlc_gguf_find_shaped(const vlc_gguf * g, const char * name, int n_dims, const int64_t * ne,
+                                int optional, const vlc_gguf_tensor ** out) {
+    *out                      = NULL;
+    const vlc_gguf_tensor * t = vlc_gguf_find_tensor(g, name);
+    if (!t) {
+        VLC_CHECK(optional, VLC_STATUS_FORMAT, "missing tensor '%s'", name);
+        return VLC_STATUS_OK;
+    }
+    int ok = 1;
+    for (int i = 0; i < 4; i++) {
+        ok &= t->ne[i] == (i < n_dims ? ne[i] : 1);
+    }
+    if (!ok) {
+        char got[96], exp[96];
+        shape_str(got, sizeof(got), t->n_dims, t->ne);
+        shape_str(exp, sizeof(exp), n_dims, ne);
+        return VLC_ERR(VLC_STATUS_FORMAT, "tensor '%s' has shape %s, expected %s", name, got, exp);
+    }
+    *out = t;
+    return VLC_STATUS_OK;
+}

@@ -74,6 +74,19 @@ vlc_status vlc_gguf_get_int(const vlc_gguf * g, const char * key, int required, 
 vlc_status vlc_gguf_get_float(const vlc_gguf * g, const char * key, int required, double * out); // float or integer
 vlc_status vlc_gguf_get_bool(const vlc_gguf * g, const char * key, int required, int * out);
 vlc_status vlc_gguf_get_str(const vlc_gguf * g, const char * key, int required, vlc_gguf_str * out);
+// An integer key that must lie in [lo, hi], into an int32 (absent optional key: *out keeps
+// its default). Errors name the key and the range.
+vlc_status vlc_gguf_get_i32(const vlc_gguf * g, const char * key, int required, int32_t * out,
+                            int64_t lo, int64_t hi);
+// 1 when s holds exactly the NUL-terminated text lit.
+int vlc_gguf_str_eq(vlc_gguf_str s, const char * lit);
+
+// Tensor `name` with exactly the shape ne[n_dims] (GGUF order; the dimensions after n_dims
+// are 1). Missing: VLC_STATUS_FORMAT "missing tensor" unless optional (then *out = NULL);
+// another shape: VLC_STATUS_FORMAT naming both shapes. The type is the caller's business.
+vlc_status vlc_gguf_find_shaped(const vlc_gguf * g, const char * name, int n_dims, const int64_t * ne,
+                                int optional, const vlc_gguf_tensor ** out);
+
 // Element i of a numeric array (any integer or float element type), converted.
 int64_t vlc_gguf_arr_int(const vlc_gguf_kv * kv, uint64_t i);
 double  vlc_gguf_arr_float(const vlc_gguf_kv * kv, uint64_t i);

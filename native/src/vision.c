@@ -82,25 +82,11 @@ struct vlc_vision {
 // ---------------------------------------------------------------------------
 // keys
 
-static int str_eq(vlc_gguf_str s, const char * lit) {
-    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
-}
 
 static int str_len(vlc_gguf_str s) {
     return s.len > 64 ? 64 : (int) s.len;
 }
 
-static vlc_status get_i32(const vlc_gguf * g, const char * key, int required, int32_t * out, int64_t lo, int64_t hi) {
-    if (!required && !vlc_gguf_find_kv(g, key)) {
-        return VLC_STATUS_OK;  // absent optional key: the default stays in *out
-    }
-    int64_t v = *out;
-    VLC_TRY(vlc_gguf_get_int(g, key, required, &v));
-    VLC_CHECK(v >= lo && v <= hi, VLC_STATUS_FORMAT, "key '%s' = %" PRId64 ", expected %" PRId64 " .. %" PRId64,
-              key, v, lo, hi);
-    *out = (int32_t) v;
-    return VLC_STATUS_OK;
-}
 
 static int is_int_type(uint32_t t) {
     return t == VLC_GGUF_UINT8 || t == VLC_GGUF_INT8 || t == VLC_GGUF_UINT16 || t == VLC_GGUF_INT16 ||
@@ -172,7 +158,7 @@ static vlc_status read_hparams(vlc_vision * v) {
     VLC_TRY(vlc_gguf_get_str(g, "clip.vision.projector_type", 0, &pt));
     VLC_TRY(vlc_gguf_get_str(g, "clip.projector_type", 0, &pt));
     if (pt.data) {
-        VLC_CHECK(str_eq(pt, "mlp"), VLC_STATUS_UNSUPPORTED, "clip.projector_type '%.*s' is not supported (only 'mlp')",
+        VLC_CHECK(vlc_gguf_str_eq(pt, "mlp"), VLC_STATUS_UNSUPPORTED, "clip.projector_type '%.*s' is not supported (only 'mlp')",
                   str_len(pt), pt.data);
     } else {
         VLC_CHECK(vlc_gguf_find_tensor(g, "mm.0.weight") != NULL, VLC_STATUS_FORMAT,
@@ -181,20 +167,20 @@ static vlc_status read_hparams(vlc_vision * v) {
     VLC_CHECK(vlc_gguf_find_tensor(g, "mm.1.weight") == NULL && vlc_gguf_find_tensor(g, "mm.3.weight") == NULL,
               VLC_STATUS_UNSUPPORTED, "tensors 'mm.1' / 'mm.3' (Yi-VL style mlp with LayerNorms) are not supported");
 
-    VLC_TRY(get_i32(g, "clip.vision.image_size", 1, &in->image_size, 1, VIS_MAX_SIDE));
-    VLC_TRY(get_i32(g, "clip.vision.patch_size", 1, &in->patch_size, 1, in->image_size));
+    VLC_TRY(vlc_gguf_get_i32(g, "clip.vision.image_size", 1, &in->image_size, 1, VIS_MAX_SIDE));
+    VLC_TRY(vlc_gguf_get_i32(g, "clip.vision.patch_size", 1, &in->patch_size, 1, in->image_size));
     VLC_CHECK(in->image_size % in->patch_size == 0, VLC_STATUS_FORMAT,
               "clip.vision.image_size %d is not a multiple of clip.vision.patch_size %d", in->image_size, in->patch_size);
     const int64_t np = in->image_size / in->patch_size;
     VLC_CHECK(np * np + 1 <= VIS_MAX_TOKENS, VLC_STATUS_FORMAT, "clip.vision.image_size %d / patch_size %d: %" PRId64
               " patches, too many", in->image_size, in->patch_size, np * np);
-    VLC_TRY(get_i32(g, "clip.vision.embedding_length", 1, &in->n_embd, 1, VIS_MAX_DIM));
-    VLC_TRY(get_i32(g, "clip.vision.feed_forward_length", 1, &in->n_ff, 1, VIS_MAX_DIM));
-    VLC_TRY(get_i32(g, "clip.vision.attention.head_count", 1, &in->n_head, 1, in->n_embd));
+    VLC_TRY(vlc_gguf_get_i32(g, "clip.vision.embedding_length", 1, &in->n_embd, 1, VIS_MAX_DIM));
+    VLC_TRY(vlc_gguf_get_i32(g, "clip.vision.feed_forward_length", 1, &in->n_ff, 1, VIS_MAX_DIM));
+    VLC_TRY(vlc_gguf_get_i32(g, "clip.vision.attention.head_count", 1, &in->n_head, 1, in->n_embd));
     VLC_CHECK(in->n_embd % in->n_head == 0, VLC_STATUS_FORMAT,
               "clip.vision.embedding_length %d is not a multiple of clip.vision.attention.head_count %d",
               in->n_embd, in->n_head);
-    VLC_TRY(get_i32(g, "clip.vision.block_count", 1, &in->n_layer_file, 1, VIS_MAX_LAYER));
+    VLC_TRY(vlc_gguf_get_i32(g, "clip.vision.block_count", 1, &in->n_layer_file, 1, VIS_MAX_LAYER));
     double eps = 1e-5;
     VLC_TRY(vlc_gguf_get_float(g, "clip.vision.attention.layer_norm_epsilon", 1, &eps));
     VLC_CHECK(eps >= 0.0 && eps < 1.0, VLC_STATUS_FORMAT, "clip.vision.attention.layer_norm_epsilon = %g, expected [0, 1)",
@@ -215,20 +201,20 @@ static vlc_status read_hparams(vlc_vision * v) {
 
     vlc_gguf_str sel = { "default", 7 };
     VLC_TRY(vlc_gguf_get_str(g, "vlcache.vision.select_strategy", 0, &sel));
-    if (str_eq(sel, "full")) {
+    if (vlc_gguf_str_eq(sel, "full")) {
         in->select_full = 1;
     } else {
-        VLC_CHECK(str_eq(sel, "default"), VLC_STATUS_UNSUPPORTED,
+        VLC_CHECK(vlc_gguf_str_eq(sel, "default"), VLC_STATUS_UNSUPPORTED,
                   "vlcache.vision.select_strategy '%.*s' is not supported ('default' or 'full')", str_len(sel), sel.data);
     }
 
     vlc_gguf_str act = { "gelu", 4 };
     VLC_TRY(vlc_gguf_get_str(g, "vlcache.projector.act", 0, &act));
-    if (str_eq(act, "gelu")) {
+    if (vlc_gguf_str_eq(act, "gelu")) {
         v->proj_act = ACT_GELU_ERF;
-    } else if (str_eq(act, "gelu_pytorch_tanh") || str_eq(act, "gelu_new")) {
+    } else if (vlc_gguf_str_eq(act, "gelu_pytorch_tanh") || vlc_gguf_str_eq(act, "gelu_new")) {
         v->proj_act = ACT_GELU_TANH;
-    } else if (str_eq(act, "quick_gelu")) {
+    } else if (vlc_gguf_str_eq(act, "quick_gelu")) {
         v->proj_act = ACT_QUICK_GELU;
     } else {
         return VLC_ERR(VLC_STATUS_UNSUPPORTED, "vlcache.projector.act '%.*s' is not supported "
@@ -248,44 +234,14 @@ static vlc_status read_hparams(vlc_vision * v) {
 // ---------------------------------------------------------------------------
 // tensors
 
-static void shape_str(char * buf, size_t cap, int n_dims, const int64_t * ne) {
-    size_t o = (size_t) snprintf(buf, cap, "[");
-    for (int i = 0; i < n_dims && o < cap; i++) {
-        o += (size_t) snprintf(buf + o, cap - o, "%s%" PRId64, i ? ", " : "", ne[i]);
-    }
-    if (o < cap) {
-        snprintf(buf + o, cap - o, "]");
-    }
-}
-
 // Finds tensor `name` with exactly the shape ne[n_dims] (GGUF order; the dims after
 // n_dims must be 1) and a supported type. Missing: VLC_STATUS_FORMAT unless optional
 // (then *out = NULL).
 static vlc_status find_shaped(const vlc_gguf * g, const char * name, int n_dims, const int64_t * ne, int optional,
                               const vlc_gguf_tensor ** out) {
-    *out                      = NULL;
-    const vlc_gguf_tensor * t = vlc_gguf_find_tensor(g, name);
-    if (!t) {
-        VLC_CHECK(optional, VLC_STATUS_FORMAT, "missing tensor '%s'", name);
-        return VLC_STATUS_OK;
-    }
-    int     ok    = 1;
-    int64_t elems = 1;
-    for (int i = 0; i < 4; i++) {
-        ok &= t->ne[i] == (i < n_dims ? ne[i] : 1);
-        elems *= i < n_dims ? ne[i] : 1;
-    }
-    if (!ok) {
-        char got[96], exp[96];
-        shape_str(got, sizeof(got), t->n_dims, t->ne);
-        shape_str(exp, sizeof(exp), n_dims, ne);
-        return VLC_ERR(VLC_STATUS_FORMAT, "tensor '%s' has shape %s, expected %s", name, got, exp);
-    }
-    VLC_CHECK(vlc_type_size(t->type) != 0, VLC_STATUS_UNSUPPORTED,
-              "tensor '%s' has type %s, not supported (F32, F16, BF16 are)", name, vlc_ggml_type_name(t->type));
-    VLC_CHECK(t->nbytes >= (size_t) elems * vlc_type_size(t->type), VLC_STATUS_FORMAT,
-              "tensor '%s' holds %zu bytes, fewer than its shape needs", name, t->nbytes);
-    *out = t;
+    VLC_TRY(vlc_gguf_find_shaped(g, name, n_dims, ne, optional, out));
+    VLC_CHECK(!*out || vlc_type_size((*out)->type) != 0, VLC_STATUS_UNSUPPORTED,
+              "tensor '%s' has type %s, not supported (F32, F16, BF16 are)", name, vlc_ggml_type_name((*out)->type));
     return VLC_STATUS_OK;
 }
 
