@@ -12,7 +12,8 @@ import numpy as np
 
 from ._ffi import ffi, lib
 from . import chat as _chat
-from .errors import ContextFullError, InvalidArgumentError, ModelIOError, VlcacheError, check
+from ._native import NativeObject
+from .errors import ContextFullError, InvalidArgumentError, ModelIOError, check
 from .session import Session, _as_ids
 
 
@@ -87,7 +88,7 @@ def _complete_utf8_prefix(data: bytes) -> int:
     return len(data)
 
 
-class Model:
+class Model(NativeObject):
     """A LLaMA-architecture GGUF model run by the vlcache_native C runtime.
 
     >>> model = Model("model.gguf", n_ctx=2048)
@@ -106,10 +107,11 @@ class Model:
             file's vlcache.chat_template, else llava-1.5 for a model with a vision tower.
     """
 
+    _kind = "model"
+
     def __init__(self, path: str | os.PathLike, mmproj: str | os.PathLike | None = None, *, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False,
                  chat_template: str | None = None):
-        self._ptr = ffi.NULL
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._gen_session: Session | None = None
         self.path = os.fspath(path)
@@ -148,30 +150,11 @@ class Model:
 
     # ---- life cycle
 
-    def close(self) -> None:
-        """Closes the model's sessions and unmaps the file. Idempotent."""
-        if self._ptr != ffi.NULL:
-            for s in list(self._sessions):
-                s.close()
-            lib.vlc_model_free(self._ptr)
-            self._ptr = ffi.NULL
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def _handle(self):
-        if self._ptr == ffi.NULL:
-            raise VlcacheError("the model is closed")
-        return self._ptr
+    def _free(self) -> None:
+        """Closes the model's sessions, then unmaps the file."""
+        for s in list(self._sessions):
+            s.close()
+        lib.vlc_model_free(self._ptr)
 
     def __repr__(self) -> str:
         if self._ptr == ffi.NULL:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from ._ffi import ffi, lib
-from .errors import ContextFullError, InvalidArgumentError, VlcacheError, check
+from ._native import NativeObject
+from .errors import ContextFullError, InvalidArgumentError, check
 
 if TYPE_CHECKING:
     from .model import Model
@@ -29,12 +30,14 @@ def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
-class Session:
+class Session(NativeObject):
     """A KV cache plus position: the state of one conversation.
 
     Made by :meth:`Model.session`. Not thread-safe: use one session per thread. The
     session keeps its model alive; closing the model closes its sessions.
     """
+
+    _kind = "session"
 
     def __init__(self, model: "Model", *, n_ctx: int, n_threads: int | None, n_batch: int, kv_type: str):
         if kv_type not in KV_TYPES:
@@ -44,7 +47,6 @@ class Session:
         if n_threads is not None and n_threads <= 0:
             raise InvalidArgumentError(f"n_threads={n_threads}, expected > 0 or None (all cores)")
         self._model = model
-        self._ptr = ffi.NULL
         params = ffi.new("vlc_session_params *")
         lib.vlc_session_params_init(params)
         params.n_ctx = n_ctx
@@ -59,29 +61,9 @@ class Session:
 
     # ---- life cycle
 
-    def close(self) -> None:
-        """Frees the KV cache. Idempotent; the session is unusable afterwards."""
-        if self._ptr != ffi.NULL:
-            lib.vlc_session_free(self._ptr)
-            self._ptr = ffi.NULL
-            self._model._sessions.discard(self)
-
-    def __enter__(self) -> "Session":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def _handle(self):
-        if self._ptr == ffi.NULL:
-            raise VlcacheError("the session is closed")
-        return self._ptr
+    def _free(self) -> None:
+        lib.vlc_session_free(self._ptr)
+        self._model._sessions.discard(self)
 
     # ---- state
 
