@@ -1,6 +1,7 @@
 // ops_cpu.c: reference CPU kernels (see ops_cpu.h): f16 / bf16 conversion, dot product,
 // RMSNorm, softmax, SwiGLU, RoPE, matmul over F32 / F16 / BF16 weight rows, and the
-// flash-style attention of one query position.
+// flash-style attention of one query position, and the attention statistics of a window
+// of query rows (sparsity counts, per-key weight sums) recomputed tile by tile.
 //
 // Is: portable C11 with loops gcc -O3 can vectorize (fixed 8-wide partial sums); every
 // output element is computed in one fixed order, so threading never changes a bit.
@@ -327,8 +328,17 @@ size_t vlc_cpu_attn_work_floats(int32_t G, int32_t D) {
     return (size_t) G * VLC_ATTN_TILE + 2 * (size_t) VLC_ATTN_TILE * (size_t) D + 2 * (size_t) G;
 }
 
+size_t vlc_cpu_attn_stats_work_floats(int32_t D) {
+    return (size_t) VLC_ATTN_TILE * (size_t) D + VLC_ATTN_TILE;
+}
+
 void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const void * v,
                   uint32_t kv_type, int64_t N, int32_t D, float scale, float * work) {
+    vlc_cpu_attn_ml(out, NULL, q, G, k, v, kv_type, N, D, scale, work);
+}
+
+void vlc_cpu_attn_ml(float * out, float * ml, const float * q, int32_t G, const void * k, const void * v,
+                     uint32_t kv_type, int64_t N, int32_t D, float scale, float * work) {
     float * s  = work;                                // [G, TILE] scores of the current tile
     float * kt = s + (size_t) G * VLC_ATTN_TILE;      // [TILE, D] keys as f32
     float * vt = kt + (size_t) VLC_ATTN_TILE * D;     // [TILE, D] values as f32
@@ -389,6 +399,56 @@ void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const
         float *     og  = out + (size_t) g * D;
         for (int32_t d = 0; d < D; d++) {
             og[d] *= inv;
+        }
+        if (ml) {
+            ml[2 * g]     = mx[g];
+            ml[2 * g + 1] = l[g];
+        }
+    }
+}
+
+// Tile by tile over the key range, keys converted once per tile and shared by every row
+// and head; for a fixed key the contributions arrive in row order, then head order, so
+// the sums do not depend on how the caller splits the key range or rows into tasks
+// (as long as each key range is one task and rows are visited in order).
+void vlc_cpu_attn_stats(double * colsum, int64_t * count, const float * q, int64_t ldq, int32_t W, int64_t n0,
+                        const float * ml, int64_t ldml, int32_t G, const void * k, uint32_t kv_type, int64_t j0,
+                        int64_t j1, int32_t D, float scale, float p, float * work) {
+    const size_t es = vlc_type_size(kv_type);
+    float *      kt = work;                       // [TILE, D] keys as f32
+    float *      e  = work + (size_t) VLC_ATTN_TILE * D;  // [TILE] exp(s - max) of one row and head
+    // no row sees past n0 + W - 1 entries
+    const int64_t jend = j1 < n0 + W - 1 ? j1 : n0 + W - 1;
+    for (int64_t t0 = j0; t0 < jend; t0 += VLC_ATTN_TILE) {
+        const int64_t nt = jend - t0 < VLC_ATTN_TILE ? jend - t0 : VLC_ATTN_TILE;
+        const float * kr;  // [nt, D]
+        if (kv_type == VLC_TYPE_F32) {
+            kr = (const float *) k + t0 * D;
+        } else {
+            vlc_cpu_to_f32(kt, (const char *) k + (size_t) (t0 * D) * es, kv_type, nt * D);
+            kr = kt;
+        }
+        double * cs = colsum + (t0 - j0);
+        // first row that sees key t0: n0 + r > t0
+        int32_t r_first = t0 >= n0 ? (int32_t) (t0 - n0 + 1) : 0;
+        for (int32_t r = r_first; r < W; r++) {
+            const int64_t vis = n0 + r - t0;              // keys of this tile row r sees
+            const int64_t nr  = vis < nt ? vis : nt;
+            for (int32_t g = 0; g < G; g++) {
+                const float * qg  = q + (int64_t) r * ldq + (int64_t) g * D;
+                const float   mx  = ml[(int64_t) r * ldml + 2 * g];
+                const float   inv = 1.0f / ml[(int64_t) r * ldml + 2 * g + 1];
+                int64_t       c   = 0;
+                for (int64_t j = 0; j < nr; j++) {
+                    // the score exactly as vlc_cpu_attn computes it, so e <= 1 and the max gives 1
+                    e[j] = expf(vlc_cpu_dot(qg, kr + j * D, D) * scale - mx);
+                    c += e[j] >= p;
+                }
+                for (int64_t j = 0; j < nr; j++) {
+                    cs[j] += (double) (e[j] * inv);
+                }
+                count[g] += c;
+            }
         }
     }
 }

@@ -103,6 +103,31 @@ size_t vlc_cpu_attn_work_floats(int32_t G, int32_t D);
 void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const void * v,
                   uint32_t kv_type, int64_t N, int32_t D, float scale, float * work);
 
+// The same, bit for bit, and also writes each query head's final softmax max and sum:
+// ml[2g] = max_j s_gj, ml[2g + 1] = sum_j exp(s_gj - max) (the online normaliser, in f32),
+// s = (q_g . k_j) * scale as vlc_cpu_dot computes it. ml [G, 2] may be NULL.
+void vlc_cpu_attn_ml(float * out, float * ml, const float * q, int32_t G, const void * k, const void * v,
+                     uint32_t kv_type, int64_t N, int32_t D, float scale, float * work);
+
+// Floats of work vlc_cpu_attn_stats needs for dimension D.
+size_t vlc_cpu_attn_stats_work_floats(int32_t D);
+
+// Attention statistics of W consecutive query rows against the entries [j0, j1) of one
+// KV head, without any row x key matrix: scores are recomputed tile by tile once each
+// row's max and normaliser are known (from vlc_cpu_attn_ml).
+//   q    row r's G query heads at q + r * ldq, [G, D] each (r = 0 .. W-1)
+//   n0   entries visible to row 0 (causal prefix 0 .. n0-1, n0 >= 1); row r sees n0 + r
+//   ml   row r's (max, sum) of head g at ml[r * ldml + 2g], ml[r * ldml + 2g + 1]
+// For every visible entry j of [j0, j1), with e = expf(s - max) computed from the same
+// f32 score as vlc_cpu_attn (so 0 <= e <= 1, and the row max gives exactly 1):
+//   colsum[j - j0] += (double) (e * (1 / sum))   summed over rows r (in order) then heads g
+//   count[g]       += (e >= p)                  i.e. weight >= p * row max, decided on e
+// colsum [j1 - j0] and count [G] accumulate. The weights are f32 (as the attention uses
+// them); the per-key sums are double. work [vlc_cpu_attn_stats_work_floats(D)].
+void vlc_cpu_attn_stats(double * colsum, int64_t * count, const float * q, int64_t ldq, int32_t W, int64_t n0,
+                        const float * ml, int64_t ldml, int32_t G, const void * k, uint32_t kv_type, int64_t j0,
+                        int64_t j1, int32_t D, float scale, float p, float * work);
+
 // ---------------------------------------------------------------------------
 // vision ops (the CLIP ViT and the LLaVA projector, vision.c). Same rules: f32, one fixed
 // order per output element.

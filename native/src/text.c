@@ -7,7 +7,9 @@
 // residual, RMSNorm, SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked
 // for. Prefill runs in chunks of n_batch tokens; decode is the same path with n = 1.
 // Is not: the kernels themselves (ops_cpu.c), argument checks of the public API (api.c),
-// KV compression (a later issue). Nothing here allocates after vlc_text_state_create.
+// KV compression (a later issue). Nothing here allocates after vlc_text_state_create
+// except vlc_text_state_set_stats (the attention statistics of chosen query rows: see
+// model.h and the "attention statistics" section below).
 // Letters: T = tokens of a chunk (<= B = n_batch), C = n_embd, H = n_head,
 // Hkv = n_head_kv, G = H / Hkv, D = head_dim, F = n_ff, V = n_vocab, L = n_layer.
 #include "model.h"
@@ -34,6 +36,17 @@ typedef struct vlc_kv_head {
     int32_t   n;    // entries in use
     int32_t   cap;
 } vlc_kv_head;
+
+// One set of query rows whose attention statistics are gathered (model.h).
+typedef struct vlc_stats_set {
+    int       on;
+    int32_t   r0, r1;   // rows [r0, r1), absolute positions
+    int32_t   rows;     // rows gathered so far
+    int32_t   ld;       // entries per KV head in colsum (no row in the set sees more)
+    double *  colsum;   // [L, Hkv, ld] per-key weight sums
+    int64_t * count;    // [L, H] weights >= p * row max
+    int64_t * total;    // [L] causal entries per query head
+} vlc_stats_set;
 
 struct vlc_text_state {
     const vlc_model * m;
@@ -65,7 +78,17 @@ struct vlc_text_state {
     size_t            work_stride; // floats
     float *           logits;      // [V] logits of the last position run
     int               has_logits;
+
+    // attention statistics (all NULL / off unless vlc_text_state_set_stats enabled them)
+    int               stats_on;
+    float             stats_p;
+    vlc_stats_set     stats[VLC_STATS_N_SETS];
+    float *           stats_ml;    // [B, H, 2] final softmax (max, sum) of each chunk row and head
+    int64_t *         stats_cnt;   // [Hkv * stats_nblk, G] per-task partial counts
+    int32_t           stats_nblk;  // most key blocks of one KV head
 };
+
+static void stats_free(vlc_text_state * st);
 
 static size_t round16(size_t n) {
     return (n + 15) & ~(size_t) 15;  // keep every sub-buffer 64-byte aligned
@@ -232,6 +255,7 @@ void vlc_text_state_free(vlc_text_state * st) {
         return;
     }
     vlc_pool_free(st->pool);
+    stats_free(st);
     kv_free(st);
     free(st->norm);
     free(st->norm_f32);
@@ -249,6 +273,7 @@ void vlc_text_state_reset(vlc_text_state * st) {
     }
     st->n_past     = 0;
     st->has_logits = 0;
+    stats_free(st);
 }
 
 int32_t vlc_text_state_n_past(const vlc_text_state * st) { return st ? st->n_past : 0; }
@@ -273,6 +298,10 @@ typedef struct fwd_ctx {
     float *          dst;     // rmsnorm output rows [*, C]
     const float *    w;       // rmsnorm weight [C]
     int32_t          T;       // tokens in the chunk
+    int32_t          ml_lo;   // chunk rows [ml_lo, ml_hi) keep their softmax (max, sum) in stats_ml
+    int32_t          ml_hi;
+    int              set;     // statistics set of the current stats_task run
+    int32_t          sa, sb;  // its chunk rows [sa, sb)
 } fwd_ctx;
 
 static void embed_task(void * ctx, int64_t i, int ith) {
@@ -334,8 +363,79 @@ static void attn_task(void * ctx, int64_t task, int ith) {
     const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
     const vlc_kv_head *    h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
     const float            scale = 1.0f / sqrtf((float) hp->head_dim);
-    vlc_cpu_attn(st->att + i * HD + g * G * D, st->q + i * HD + g * G * D, G, h->k, h->v, st->type_kv,
-                 h->n + i + 1, hp->head_dim, scale, st->work + (size_t) ith * st->work_stride);
+    float *                ml = NULL;
+    if (i >= c->ml_lo && i < c->ml_hi) {
+        ml = st->stats_ml + (i * hp->n_head + g * G) * 2;
+    }
+    vlc_cpu_attn_ml(st->att + i * HD + g * G * D, ml, st->q + i * HD + g * G * D, G, h->k, h->v, st->type_kv,
+                    h->n + i + 1, hp->head_dim, scale, st->work + (size_t) ith * st->work_stride);
+}
+
+// Entries per statistics task: one task owns a block of one KV head's entries and visits
+// the set's chunk rows in order, so every per-key sum is built in one fixed order.
+enum { VLC_STATS_KBLK = 4 * VLC_ATTN_TILE };
+
+// Task = (KV head g, key block b): the statistics of chunk rows [sa, sb) of set c->set
+// against entries [b * KBLK, (b + 1) * KBLK) of KV head g of layer c->il.
+static void stats_task(void * ctx, int64_t task, int ith) {
+    const fwd_ctx *        c  = ctx;
+    const vlc_text_state * st = c->st;
+    const vlc_hparams *    hp = &st->m->hp;
+    const vlc_stats_set *  ss = &st->stats[c->set];
+    const int64_t          g = task / st->stats_nblk, b = task % st->stats_nblk;
+    const int32_t          G  = hp->n_head / hp->n_head_kv;
+    const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
+    const vlc_kv_head *    h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
+    const int64_t          j0 = b * VLC_STATS_KBLK;
+    const int64_t          j1 = j0 + VLC_STATS_KBLK < ss->ld ? j0 + VLC_STATS_KBLK : ss->ld;
+    const int64_t          n0 = h->n + c->sa + 1;  // entries visible to the first row
+    int64_t *              cnt = st->stats_cnt + task * G;
+    memset(cnt, 0, (size_t) G * sizeof(int64_t));
+    if (j0 >= n0 + (c->sb - c->sa) - 1) {
+        return;  // no row of the chunk reaches this block
+    }
+    double * cs = ss->colsum + ((int64_t) c->il * hp->n_head_kv + g) * ss->ld + j0;
+    vlc_cpu_attn_stats(cs, cnt, st->q + c->sa * HD + g * G * D, HD, c->sb - c->sa, n0,
+                       st->stats_ml + (c->sa * hp->n_head + g * G) * 2, (int64_t) hp->n_head * 2, G, h->k,
+                       st->type_kv, j0, j1, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim), st->stats_p,
+                       st->work + (size_t) ith * st->work_stride);
+}
+
+// After the attention of layer c->il (before the chunk's entries are counted in the KV
+// lengths): every set with rows in this chunk gathers them.
+static void stats_run(vlc_text_state * st, fwd_ctx * c) {
+    const vlc_hparams * hp = &st->m->hp;
+    const int32_t       G  = hp->n_head / hp->n_head_kv;
+    const int64_t       nb = st->kv[(int64_t) c->il * hp->n_head_kv].n;  // entries before the chunk
+    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
+        vlc_stats_set * ss = &st->stats[set];
+        if (!ss->on) {
+            continue;
+        }
+        const int32_t sa = ss->r0 > c->p0 ? ss->r0 - c->p0 : 0;
+        const int32_t sb = ss->r1 - c->p0 < c->T ? ss->r1 - c->p0 : c->T;
+        if (sa >= sb) {
+            continue;
+        }
+        c->set = set;
+        c->sa  = sa;
+        c->sb  = sb;
+        vlc_pool_run(st->pool, stats_task, c, (int64_t) hp->n_head_kv * st->stats_nblk);
+        // integer partial counts: any order gives the same sum
+        int64_t * cnt = ss->count + (int64_t) c->il * hp->n_head;
+        for (int64_t t = 0; t < (int64_t) hp->n_head_kv * st->stats_nblk; t++) {
+            const int64_t g = t / st->stats_nblk;
+            for (int32_t gg = 0; gg < G; gg++) {
+                cnt[g * G + gg] += st->stats_cnt[t * G + gg];
+            }
+        }
+        for (int32_t r = sa; r < sb; r++) {
+            ss->total[c->il] += nb + r + 1;
+        }
+        if (c->il == 0) {
+            ss->rows += sb - sa;
+        }
+    }
 }
 
 static void swiglu_task(void * ctx, int64_t i, int ith) {
@@ -401,6 +501,19 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
     const int64_t       HD = (int64_t) hp->n_head * hp->head_dim, KD = (int64_t) hp->n_head_kv * hp->head_dim;
     fwd_ctx             c  = { .st = st, .p0 = st->n_past, .tokens = tokens, .embd = embd, .T = T };
 
+    // chunk rows some statistics set covers (their softmax max and sum are kept)
+    c.ml_lo = T;
+    c.ml_hi = 0;
+    for (int set = 0; st->stats_on && set < VLC_STATS_N_SETS; set++) {
+        const vlc_stats_set * ss = &st->stats[set];
+        const int32_t         sa = ss->r0 > c.p0 ? ss->r0 - c.p0 : 0;
+        const int32_t         sb = ss->r1 - c.p0 < T ? ss->r1 - c.p0 : T;
+        if (ss->on && sa < sb) {
+            c.ml_lo = sa < c.ml_lo ? sa : c.ml_lo;
+            c.ml_hi = sb > c.ml_hi ? sb : c.ml_hi;
+        }
+    }
+
     // embeddings (and the RoPE angles of the chunk's positions)
     vlc_pool_run(st->pool, embed_task, &c, T);
 
@@ -424,8 +537,11 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
         vlc_pool_run(st->pool, rope_task, &c, T);
         vlc_pool_run(st->pool, kv_store_task, &c, hp->n_head_kv);
 
-        // attention
+        // attention (and the statistics of the rows some set asks for)
         vlc_pool_run(st->pool, attn_task, &c, (int64_t) T * hp->n_head_kv);
+        if (c.ml_lo < c.ml_hi) {
+            stats_run(st, &c);
+        }
         for (int32_t g = 0; g < hp->n_head_kv; g++) {
             st->kv[(int64_t) il * hp->n_head_kv + g].n += T;
         }
@@ -505,4 +621,138 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
     }
     st->has_logits = 1;
     return VLC_STATUS_OK;
+}
+
+// ---------------------------------------------------------------------------
+// attention statistics (model.h). The attention task keeps each covered row's final
+// softmax max and sum; stats_run then revisits the keys of those rows, tile by tile,
+// in tasks that each own one block of one KV head's entries (no row x key matrix, no
+// shared writes, one summation order whatever the thread count or chunking).
+
+static void stats_free(vlc_text_state * st) {
+    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
+        vlc_stats_set * ss = &st->stats[set];
+        free(ss->colsum);
+        free(ss->count);
+        free(ss->total);
+        memset(ss, 0, sizeof(*ss));
+    }
+    free(st->stats_ml);
+    free(st->stats_cnt);
+    st->stats_ml   = NULL;
+    st->stats_cnt  = NULL;
+    st->stats_nblk = 0;
+    st->stats_on   = 0;
+}
+
+vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_stats_params * sp) {
+    VLC_CHECK(st != NULL, VLC_STATUS_INVALID_ARG, "state is NULL");
+    if (!sp) {
+        stats_free(st);
+        return VLC_STATUS_OK;
+    }
+    const vlc_hparams * hp = &st->m->hp;
+    const int32_t       w1 = sp->w1 > 0 ? sp->w1 : st->n_ctx;
+    VLC_CHECK(isfinite(sp->p) && sp->p >= 0.0f && sp->p <= 1.0f, VLC_STATUS_INVALID_ARG,
+              "p = %g, expected a threshold in [0, 1]", sp->p);
+    VLC_CHECK(w1 <= st->n_ctx, VLC_STATUS_INVALID_ARG, "w1 = %d is past the context (n_ctx = %d)", sp->w1, st->n_ctx);
+    VLC_CHECK(sp->w0 >= st->n_past && sp->w0 < w1, VLC_STATUS_INVALID_ARG,
+              "w0 = %d, expected %d (rows already run: n_past) .. %d (w1 - 1)", sp->w0, st->n_past, w1 - 1);
+    VLC_CHECK(!sp->all_rows || (sp->w1 > 0 && st->n_past == 0), VLC_STATUS_INVALID_ARG,
+              "all_rows needs w1 > 0 (got %d) and no rows run yet (n_past = %d)", sp->w1, st->n_past);
+    VLC_CHECK(sp->last_w >= 0 && (sp->last_w == 0 || (sp->w1 > 0 && sp->last_w <= sp->w1 - st->n_past)),
+              VLC_STATUS_INVALID_ARG, "last_w = %d, expected 0 or 1 .. %d (w1 = %d minus n_past = %d)", sp->last_w,
+              sp->w1 > 0 ? sp->w1 - st->n_past : 0, sp->w1, st->n_past);
+    const int64_t nh = (int64_t) hp->n_layer * hp->n_head_kv;
+    for (int64_t i = 0; i < nh; i++) {
+        VLC_CHECK(st->kv[i].n == st->n_past, VLC_STATUS_INVALID_ARG,
+                  "KV head %" PRId64 " of layer %" PRId64 " holds %d entries, not n_past = %d (compressed cache)",
+                  i % hp->n_head_kv, i / hp->n_head_kv, st->kv[i].n, st->n_past);
+    }
+
+    stats_free(st);
+    const int32_t r0[VLC_STATS_N_SETS] = { sp->w0, 0, w1 - sp->last_w };
+    const int     on[VLC_STATS_N_SETS] = { 1, sp->all_rows != 0, sp->last_w > 0 };
+    const int32_t G                    = hp->n_head / hp->n_head_kv;
+    const size_t  ml_sz  = (size_t) st->n_batch * (size_t) hp->n_head * 2 * sizeof(float);
+    st->stats_nblk       = (w1 + VLC_STATS_KBLK - 1) / VLC_STATS_KBLK;
+    const size_t  cnt_sz = (size_t) hp->n_head_kv * (size_t) st->stats_nblk * (size_t) G * sizeof(int64_t);
+    st->stats_ml         = malloc(ml_sz);
+    st->stats_cnt        = malloc(cnt_sz);
+    int ok               = st->stats_ml && st->stats_cnt;
+    size_t total         = ml_sz + cnt_sz;
+    for (int set = 0; set < VLC_STATS_N_SETS && ok; set++) {
+        if (!on[set]) {
+            continue;
+        }
+        vlc_stats_set * ss = &st->stats[set];
+        ss->on             = 1;
+        ss->r0             = r0[set];
+        ss->r1             = w1;
+        ss->ld             = w1;
+        const size_t cs_sz = (size_t) nh * (size_t) w1 * sizeof(double);
+        ss->colsum         = calloc((size_t) nh * (size_t) w1, sizeof(double));
+        ss->count          = calloc((size_t) hp->n_layer * (size_t) hp->n_head, sizeof(int64_t));
+        ss->total          = calloc((size_t) hp->n_layer, sizeof(int64_t));
+        ok                 = ss->colsum && ss->count && ss->total;
+        total += cs_sz;
+    }
+    if (!ok) {
+        stats_free(st);
+        return VLC_ERR(VLC_STATUS_OOM, "cannot allocate the attention statistics (about %zu bytes for rows %d .. %d)",
+                       total, sp->w0, w1);
+    }
+    st->stats_p  = sp->p;
+    st->stats_on = 1;
+    return VLC_STATUS_OK;
+}
+
+static const vlc_stats_set * stats_get(const vlc_text_state * st, int set, int32_t il) {
+    if (!st || set < 0 || set >= VLC_STATS_N_SETS || !st->stats[set].on || il < 0 || il >= st->m->hp.n_layer) {
+        return NULL;
+    }
+    return &st->stats[set];
+}
+
+int vlc_text_state_stats_on(const vlc_text_state * st, int set) {
+    return stats_get(st, set, 0) != NULL;
+}
+
+int32_t vlc_text_state_stats_rows(const vlc_text_state * st, int set) {
+    const vlc_stats_set * ss = stats_get(st, set, 0);
+    return ss ? ss->rows : 0;
+}
+
+int32_t vlc_text_state_stats_ld(const vlc_text_state * st, int set) {
+    const vlc_stats_set * ss = stats_get(st, set, 0);
+    return ss ? ss->ld : 0;
+}
+
+const double * vlc_text_state_stats_colsum(const vlc_text_state * st, int set, int32_t il) {
+    const vlc_stats_set * ss = stats_get(st, set, il);
+    return ss ? ss->colsum + (int64_t) il * st->m->hp.n_head_kv * ss->ld : NULL;
+}
+
+const int64_t * vlc_text_state_stats_count(const vlc_text_state * st, int set, int32_t il) {
+    const vlc_stats_set * ss = stats_get(st, set, il);
+    return ss ? ss->count + (int64_t) il * st->m->hp.n_head : NULL;
+}
+
+int64_t vlc_text_state_stats_total(const vlc_text_state * st, int set, int32_t il) {
+    const vlc_stats_set * ss = stats_get(st, set, il);
+    return ss ? ss->total[il] : 0;
+}
+
+double vlc_text_state_stats_sparsity(const vlc_text_state * st, int set, int32_t il) {
+    const vlc_stats_set * ss = stats_get(st, set, il);
+    if (!ss || ss->total[il] == 0) {
+        return NAN;
+    }
+    const int32_t   H   = st->m->hp.n_head;
+    const int64_t * cnt = ss->count + (int64_t) il * H;
+    double          sum = 0.0;
+    for (int32_t h = 0; h < H; h++) {
+        sum += 1.0 - (double) cnt[h] / (double) ss->total[il];
+    }
+    return sum / H;
 }
