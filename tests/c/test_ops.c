@@ -14,35 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_fail = 0;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            if (g_fail < 20) {                                                \
-                fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-                fprintf(stderr, __VA_ARGS__);                                 \
-                fprintf(stderr, "\n");                                        \
-            }                                                                 \
-            g_fail++;                                                         \
-        }                                                                     \
-    } while (0)
-
-// ---------------------------------------------------------------------------
-// helpers
-
-static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rng_u64(void) {  // splitmix64
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float rng_unif(void) {  // [-1, 1)
-    return (float) ((double) (rng_u64() >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
+#include "vlc_test.h"
 
 static uint32_t f32_bits(float f) {
     uint32_t u;

@@ -17,29 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_fail = 0;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            if (g_fail < 30) {                                                \
-                fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-                fprintf(stderr, __VA_ARGS__);                                 \
-                fprintf(stderr, "\n");                                        \
-            }                                                                 \
-            g_fail++;                                                         \
-        }                                                                     \
-    } while (0)
-
-static uint64_t g_rng = 0x2545f4914f6cdd1dull;
-
-static float rng_unif(void) {  // [-1, 1), splitmix64
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float) ((double) (z >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
+#define VLC_TEST_SEED 0x2545f4914f6cdd1dull
+#include "vlc_test.h"
 
 static void fill(float * x, int n, float scale, float offset) {
     for (int i = 0; i < n; i++) {
