@@ -59,6 +59,28 @@ void vlc_model_params_init(vlc_model_params * p) {
     memset(p, 0, sizeof(*p));
 }
 
+// Opens and binds everything a model needs; on failure the caller frees m.
+static vlc_status load_parts(vlc_model * m, const char * path, const vlc_model_params * p) {
+    VLC_TRY(vlc_gguf_open(path, &m->gguf));
+    VLC_TRY(vlc_vocab_load(m->gguf, &m->vocab));
+    if (m->vocab_only) {
+        return VLC_STATUS_OK;
+    }
+    VLC_TRY(vlc_text_model_init(m));
+    const int32_t n_vocab = vlc_vocab_n_tokens(m->vocab);
+    VLC_CHECK(n_vocab == m->hp.n_vocab, VLC_STATUS_FORMAT,
+              "'%s': the tokenizer has %d tokens but the model has %d rows of logits", path, n_vocab, m->hp.n_vocab);
+    // the vision tower: from a llama.cpp mmproj file, or from our one-file LLaVA
+    if (p->mmproj_path) {
+        VLC_TRY(vlc_gguf_open(p->mmproj_path, &m->mmproj));
+        return vlc_vision_load(m->mmproj, m->hp.n_embd, &m->vision);
+    }
+    if (vlc_gguf_find_kv(m->gguf, "clip.vision.image_size")) {
+        return vlc_vision_load(m->gguf, m->hp.n_embd, &m->vision);
+    }
+    return VLC_STATUS_OK;
+}
+
 vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vlc_model ** out) {
     VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
     *out = NULL;
@@ -68,34 +90,10 @@ vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vl
     if (params) {
         p = *params;
     }
-
     vlc_model * m = calloc(1, sizeof(*m));
     VLC_CHECK(m != NULL, VLC_STATUS_OOM, "cannot allocate the model struct");
     m->vocab_only = p.vocab_only != 0;
-
-    vlc_status st = vlc_gguf_open(path, &m->gguf);
-    if (st == VLC_STATUS_OK) {
-        st = vlc_vocab_load(m->gguf, &m->vocab);
-    }
-    if (st == VLC_STATUS_OK && !m->vocab_only) {
-        st = vlc_text_model_init(m);
-    }
-    if (st == VLC_STATUS_OK && !m->vocab_only) {
-        int32_t n_vocab = vlc_vocab_n_tokens(m->vocab);
-        if (n_vocab != m->hp.n_vocab) {
-            st = VLC_ERR(VLC_STATUS_FORMAT, "'%s': the tokenizer has %d tokens but the model has %d rows of logits",
-                         path, n_vocab, m->hp.n_vocab);
-        }
-    }
-    // the vision tower: from a llama.cpp mmproj file, or from our one-file LLaVA
-    if (st == VLC_STATUS_OK && !m->vocab_only && p.mmproj_path) {
-        st = vlc_gguf_open(p.mmproj_path, &m->mmproj);
-        if (st == VLC_STATUS_OK) {
-            st = vlc_vision_load(m->mmproj, m->hp.n_embd, &m->vision);
-        }
-    } else if (st == VLC_STATUS_OK && !m->vocab_only && vlc_gguf_find_kv(m->gguf, "clip.vision.image_size")) {
-        st = vlc_vision_load(m->gguf, m->hp.n_embd, &m->vision);
-    }
+    vlc_status st = load_parts(m, path, &p);
     if (st != VLC_STATUS_OK) {
         vlc_model_free(m);
         return st;
