@@ -25,6 +25,7 @@ class GenerationStats:
     completion_tokens: int = 0
     prefill_ms: float = 0.0          # the prompt's forward pass
     decode_ms: float = 0.0           # all single-token forward passes
+    decode_steps: int = 0            # how many there were (the first token comes from the prefill)
     ttft_ms: float = 0.0             # call start to the first sampled token
     total_ms: float = 0.0
     kv_bytes: int = 0                # KV bytes the allocator holds at the end
@@ -37,8 +38,7 @@ class GenerationStats:
 
     @property
     def decode_tokens_per_s(self) -> float:
-        n = self.completion_tokens - 1  # the first token comes from the prefill logits
-        return n / (self.decode_ms / 1e3) if n > 0 and self.decode_ms > 0 else 0.0
+        return self.decode_steps / (self.decode_ms / 1e3) if self.decode_ms > 0 else 0.0
 
     def __str__(self) -> str:
         return (f"prompt {self.prompt_tokens} tok in {self.prefill_ms:.1f} ms "
@@ -468,6 +468,7 @@ class Model(NativeObject):
         stats.completion_tokens = len(tokens)
         stats.prefill_ms = st["prefill_ms"]
         stats.decode_ms = st["decode_ms"]
+        stats.decode_steps = st["decode_tokens"]
         stats.kv_bytes = st["kv_bytes"]
         stats.total_ms = (time.perf_counter() - t_start) * 1e3
         return Completion(text=text, tokens=tokens, finish_reason=finish, stats=stats)
