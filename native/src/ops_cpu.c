@@ -8,6 +8,7 @@
 // Is not: SIMD intrinsics, quantized types or anything that allocates (callers pass work
 // buffers). Letters as in ops_cpu.h.
 #include "ops_cpu.h"
+#include "ops_simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -258,6 +259,9 @@ void vlc_cpu_rope(float * x, int32_t n_head, int32_t D, const float * cs) {
 void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
                          int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
                          int accumulate, float * work) {
+    if (vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, n_tok, r0, r1, accumulate, work)) {
+        return;  // AVX2 / AVX-512 kernels (ops_simd.c) when the CPU has them
+    }
     const size_t es = vlc_type_size(type);
     if (type != VLC_TYPE_F32 && n_tok < VLC_MATMUL_FUSED_MAX_TOK) {
         // few tokens: convert on the fly inside the dot (same bits, no pass through work)
