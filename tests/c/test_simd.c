@@ -19,35 +19,8 @@
 #include <string.h>
 #include <time.h>
 
-static int g_fail = 0;
-
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            if (g_fail < 20) {                                                  \
-                fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-                fprintf(stderr, __VA_ARGS__);                                   \
-                fprintf(stderr, "\n");                                          \
-            }                                                                   \
-            g_fail++;                                                           \
-        }                                                                       \
-    } while (0)
-
-// ---------------------------------------------------------------------------
-// helpers
-
-static uint64_t g_rng = 0x243f6a8885a308d3ull;
-
-static uint64_t rng_u64(void) {  // splitmix64
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float rng_unif(void) {  // [-1, 1)
-    return (float) ((double) (rng_u64() >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
+#define VLC_TEST_SEED 0x243f6a8885a308d3ull
+#include "vlc_test.h"
 
 static const uint32_t k_types[3] = { VLC_TYPE_F32, VLC_TYPE_F16, VLC_TYPE_BF16 };
 
