@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 // VLC_CDEF_BEGIN
-#define VLC_ABI_VERSION 2
+#define VLC_ABI_VERSION 3
 
 typedef enum vlc_status {
     VLC_STATUS_OK               =  0,
@@ -128,6 +128,32 @@ typedef struct vlc_session_stats {
     int32_t n_decode_tokens;
 } vlc_session_stats;
 
+// Attention statistics gathered while the prompt is prefilled (VL-Cache, shared/docs/
+// VLCACHE.md): for the rows of the post-vision window [window_start, window_end), per
+// layer the sparsity (Eq. 2: mean over query heads of the fraction of causal weights
+// < p * row max) and per KV head the per-key sum of the attention weights over those
+// rows and the group's query heads. Optional extra sets of rows give the column sums of
+// the baselines: every row [0, window_end) (H2O) and the last snapkv_window rows before
+// window_end (SnapKV, before pooling). Computed inside the tiled attention (no m x m
+// matrix), in double from the f32 weights the attention uses; independent of n_threads
+// and n_batch.
+typedef enum vlc_attn_set {
+    VLC_ATTN_WINDOW = 0,  // rows [window_start, window_end): the post-vision window
+    VLC_ATTN_H2O    = 1,  // rows [0, window_end)
+    VLC_ATTN_SNAPKV = 2   // rows [window_end - snapkv_window, window_end)
+} vlc_attn_set;
+
+typedef struct vlc_attn_stats_params {
+    int32_t window_start;  // first window row (absolute position), n_past .. window_end - 1
+    int32_t window_end;    // rows at positions >= window_end are not gathered (<= n_ctx);
+                           // 0 = open: every row run until the statistics are turned off,
+                           // decode steps included
+    float   p;             // sparsity threshold relative to the row max, [0, 1]; default 0.01
+    int32_t h2o;           // 1 = also gather VLC_ATTN_H2O (needs window_end > 0 and n_past == 0)
+    int32_t snapkv_window; // > 0 = also gather VLC_ATTN_SNAPKV (needs window_end > 0 and
+                           // snapkv_window <= window_end - n_past); 0 = off
+} vlc_attn_stats_params;
+
 // ---- library
 VLC_API int32_t      vlc_abi_version(void);            // == VLC_ABI_VERSION of the build
 VLC_API const char * vlc_build_info(void);             // backends and compiler, static string
@@ -141,6 +167,7 @@ VLC_API size_t       vlc_model_info_size(void);
 VLC_API size_t       vlc_sampler_params_size(void);
 VLC_API size_t       vlc_session_stats_size(void);
 VLC_API size_t       vlc_vision_info_size(void);
+VLC_API size_t       vlc_attn_stats_params_size(void);
 
 // ---- model
 VLC_API void       vlc_model_params_init(vlc_model_params * params);
@@ -214,6 +241,28 @@ VLC_API vlc_status vlc_session_decode(vlc_session * session, int32_t token, floa
 // Logits of the last position run, [n_vocab], borrowed: valid until the next call on the
 // session; NULL before the first prefill.
 VLC_API const float * vlc_session_logits(const vlc_session * session);
+
+// ---- attention statistics (see vlc_attn_stats_params)
+VLC_API void       vlc_attn_stats_params_init(vlc_attn_stats_params * params); // p = 0.01, rest 0
+// Turns the statistics on for the rows still to be run (params != NULL; they start from
+// zero, replacing any gathered before) or off (NULL; frees them). vlc_session_reset also
+// turns them off. Call before the prefill that runs the window rows; the rows are
+// gathered across any number of prefill calls. On error nothing changes. Errors:
+// VLC_STATUS_INVALID_ARG (a range or p above; a compressed cache), VLC_STATUS_OOM.
+VLC_API vlc_status vlc_session_set_attn_stats(vlc_session * session, const vlc_attn_stats_params * params);
+// Rows of a set gathered so far; -1 when the statistics or that set are off.
+VLC_API int32_t    vlc_session_attn_stats_rows(const vlc_session * session, vlc_attn_set set);
+// Per-layer sparsity of a set's rows into out [n_layer] (n_layer must equal the model's);
+// NAN for every layer while no row has been gathered. VLC_STATUS_INVALID_ARG when the set
+// is off or n_layer differs.
+VLC_API vlc_status vlc_session_attn_sparsity(const vlc_session * session, vlc_attn_set set, double * out,
+                                             int32_t n_layer);
+// Per-key weight sums of one layer and a set into out [n_head_kv, n_keys] (key j of KV
+// head g at out[g * n_keys + j]; j is the key's position, the cache being uncompressed).
+// n_keys is 0 .. n_ctx, usually n_past; keys no gathered row saw read 0.
+// VLC_STATUS_INVALID_ARG when the set is off or layer / n_keys is out of range.
+VLC_API vlc_status vlc_session_attn_scores(const vlc_session * session, vlc_attn_set set, int32_t layer,
+                                           double * out, int32_t n_keys);
 
 // ---- sampler (independent of the model; feed it logits)
 VLC_API void       vlc_sampler_params_init(vlc_sampler_params * params);

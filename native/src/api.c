@@ -9,6 +9,7 @@
 #include "tokenizer.h"
 #include "vision.h"
 
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,6 +46,7 @@ size_t vlc_model_info_size(void)     { return sizeof(vlc_model_info); }
 size_t vlc_sampler_params_size(void) { return sizeof(vlc_sampler_params); }
 size_t vlc_session_stats_size(void)  { return sizeof(vlc_session_stats); }
 size_t vlc_vision_info_size(void)    { return sizeof(vlc_vision_info); }
+size_t vlc_attn_stats_params_size(void) { return sizeof(vlc_attn_stats_params); }
 
 static double now_ms(void) {
     struct timespec ts;
@@ -406,3 +408,93 @@ vlc_status vlc_session_decode(vlc_session * s, int32_t token, float * logits) {
 }
 
 const float * vlc_session_logits(const vlc_session * s) { return vlc_text_state_logits(s->text); }
+
+// ---------------------------------------------------------------------------
+// attention statistics: the public names over text.c's statistics sets
+
+_Static_assert((int) VLC_ATTN_WINDOW == (int) VLC_STATS_WINDOW && (int) VLC_ATTN_H2O == (int) VLC_STATS_ALL &&
+                   (int) VLC_ATTN_SNAPKV == (int) VLC_STATS_LAST,
+               "vlc_attn_set must number the sets as text.c does");
+
+void vlc_attn_stats_params_init(vlc_attn_stats_params * p) {
+    memset(p, 0, sizeof(*p));
+    p->p = 0.01f;
+}
+
+vlc_status vlc_session_set_attn_stats(vlc_session * s, const vlc_attn_stats_params * p) {
+    VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
+    if (!p) {
+        return vlc_text_state_set_stats(s->text, NULL);
+    }
+    // the checks text.c makes, worded with the public field names
+    const int32_t n_past = vlc_text_state_n_past(s->text), n_ctx = vlc_text_state_n_ctx(s->text);
+    const int32_t end    = p->window_end > 0 ? p->window_end : n_ctx;
+    VLC_CHECK(isfinite(p->p) && p->p >= 0.0f && p->p <= 1.0f, VLC_STATUS_INVALID_ARG,
+              "p = %g, expected a threshold in [0, 1]", p->p);
+    VLC_CHECK(p->window_end >= 0 && p->window_end <= n_ctx, VLC_STATUS_INVALID_ARG,
+              "window_end = %d, expected 0 (open) or 1 .. n_ctx = %d", p->window_end, n_ctx);
+    VLC_CHECK(p->window_start >= n_past && p->window_start < end, VLC_STATUS_INVALID_ARG,
+              "window_start = %d, expected n_past = %d (rows already run) .. %d (window_end - 1)", p->window_start,
+              n_past, end - 1);
+    VLC_CHECK(p->h2o == 0 || p->h2o == 1, VLC_STATUS_INVALID_ARG, "h2o = %d, expected 0 or 1", p->h2o);
+    VLC_CHECK(!p->h2o || (p->window_end > 0 && n_past == 0), VLC_STATUS_INVALID_ARG,
+              "h2o needs window_end > 0 (got %d) and an empty cache (n_past = %d)", p->window_end, n_past);
+    VLC_CHECK(p->snapkv_window >= 0 &&
+                  (p->snapkv_window == 0 || (p->window_end > 0 && p->snapkv_window <= p->window_end - n_past)),
+              VLC_STATUS_INVALID_ARG, "snapkv_window = %d, expected 0 (off) or 1 .. window_end - n_past = %d",
+              p->snapkv_window, p->window_end > 0 ? p->window_end - n_past : 0);
+    const vlc_stats_params sp = {
+        .w0       = p->window_start,
+        .w1       = p->window_end,
+        .p        = p->p,
+        .all_rows = p->h2o,
+        .last_w   = p->snapkv_window,
+    };
+    return vlc_text_state_set_stats(s->text, &sp);
+}
+
+int32_t vlc_session_attn_stats_rows(const vlc_session * s, vlc_attn_set set) {
+    return s && vlc_text_state_stats_on(s->text, (int) set) ? vlc_text_state_stats_rows(s->text, (int) set) : -1;
+}
+
+// Checks that the set is a known one and gathered.
+static vlc_status check_attn_set(const vlc_session * s, vlc_attn_set set) {
+    VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
+    VLC_CHECK((int) set >= 0 && (int) set < VLC_STATS_N_SETS, VLC_STATUS_INVALID_ARG,
+              "set = %d, expected VLC_ATTN_WINDOW, VLC_ATTN_H2O or VLC_ATTN_SNAPKV", (int) set);
+    VLC_CHECK(vlc_text_state_stats_on(s->text, (int) set), VLC_STATUS_INVALID_ARG,
+              "attention statistics set %d is off (see vlc_session_set_attn_stats)", (int) set);
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_session_attn_sparsity(const vlc_session * s, vlc_attn_set set, double * out, int32_t n_layer) {
+    VLC_TRY(check_attn_set(s, set));
+    VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
+    VLC_CHECK(n_layer == s->model->hp.n_layer, VLC_STATUS_INVALID_ARG, "n_layer = %d, the model has %d layers",
+              n_layer, s->model->hp.n_layer);
+    for (int32_t il = 0; il < n_layer; il++) {
+        out[il] = vlc_text_state_stats_sparsity(s->text, (int) set, il);
+    }
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_session_attn_scores(const vlc_session * s, vlc_attn_set set, int32_t layer, double * out,
+                                   int32_t n_keys) {
+    VLC_TRY(check_attn_set(s, set));
+    const int32_t L = s->model->hp.n_layer, Hkv = s->model->hp.n_head_kv, n_ctx = vlc_text_state_n_ctx(s->text);
+    VLC_CHECK(layer >= 0 && layer < L, VLC_STATUS_INVALID_ARG, "layer = %d, expected 0 .. %d", layer, L - 1);
+    VLC_CHECK(n_keys >= 0 && n_keys <= n_ctx, VLC_STATUS_INVALID_ARG, "n_keys = %d, expected 0 .. n_ctx = %d",
+              n_keys, n_ctx);
+    VLC_CHECK(out != NULL || n_keys == 0, VLC_STATUS_INVALID_ARG, "out is NULL with n_keys = %d", n_keys);
+    const double * cs = vlc_text_state_stats_colsum(s->text, (int) set, layer);  // [Hkv, ld]
+    const int32_t  ld = vlc_text_state_stats_ld(s->text, (int) set);
+    const int32_t  nc = n_keys < ld ? n_keys : ld;
+    for (int32_t g = 0; g < Hkv; g++) {
+        double * o = out + (int64_t) g * n_keys;
+        memcpy(o, cs + (int64_t) g * ld, (size_t) nc * sizeof(double));
+        for (int32_t j = nc; j < n_keys; j++) {
+            o[j] = 0.0;
+        }
+    }
+    return VLC_STATUS_OK;
+}

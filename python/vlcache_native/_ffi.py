@@ -78,6 +78,7 @@ for _struct, _size_fn in [
     ("vlc_sampler_params", lib.vlc_sampler_params_size),
     ("vlc_session_stats", lib.vlc_session_stats_size),
     ("vlc_vision_info", lib.vlc_vision_info_size),
+    ("vlc_attn_stats_params", lib.vlc_attn_stats_params_size),
 ]:
     if ffi.sizeof(_struct) != _size_fn():
         raise ImportError(

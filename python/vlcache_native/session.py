@@ -167,6 +167,69 @@ class Session(NativeObject):
             spans.append((p0[0], n[0]))
         return spans
 
+    # ---- attention statistics
+
+    def set_attn_stats(self, window_start: int | None = None, p: float = 0.01, h2o: bool = False,
+                       snapkv_window: int = 0, *, window_end: int | None = None, enabled: bool = True) -> None:
+        """Gathers attention statistics (VL-Cache, VLCACHE.md) while the next rows are prefilled.
+
+        ``window_start`` is the absolute position of the first post-vision row (the row
+        after the last image token; for a prompt without an image, e.g. its last 32 rows);
+        None = ``n_past``, every row still to be run. It must be known before the prefill
+        runs that row, so compute it from the prompt (e.g. the end of the last image chunk
+        of :meth:`Model.prompt_chunks`). ``window_end`` (exclusive, usually the prompt
+        length) stops the rows there; None = open, decode steps included. ``p`` is the
+        sparsity threshold relative to each row's max. ``h2o=True`` also sums the weights
+        over every row ``[0, window_end)`` (needs ``window_end`` and an empty session);
+        ``snapkv_window = w > 0`` over the last ``w`` rows before ``window_end`` (needs
+        ``window_end``). ``enabled=False`` turns the statistics off and frees them;
+        :meth:`reset` does too. Read them with :meth:`attn_stats`.
+        """
+        h = self._handle()
+        if not enabled:
+            check(lib.vlc_session_set_attn_stats(h, ffi.NULL))
+            return
+        params = ffi.new("vlc_attn_stats_params *")
+        lib.vlc_attn_stats_params_init(params)
+        for name, value in (("window_start", self.n_past if window_start is None else window_start),
+                            ("window_end", 0 if window_end is None else window_end),
+                            ("snapkv_window", snapkv_window)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < 2**31:
+                raise InvalidArgumentError(f"{name}={value!r}, expected an int >= 0")
+            setattr(params, name, int(value))
+        if window_end is not None and window_end == 0:
+            raise InvalidArgumentError("window_end=0, expected a position > 0 or None (open)")
+        params.p = float(p)
+        params.h2o = 1 if h2o else 0
+        check(lib.vlc_session_set_attn_stats(h, params))
+
+    def attn_stats(self) -> dict:
+        """The attention statistics gathered so far (see :meth:`set_attn_stats`), float64:
+
+        ``sparsity`` [n_layer] (NaN while no window row has run), ``scores`` [n_layer,
+        n_head_kv, n_past] post-vision score of each key (sum of its weights over the window
+        rows and the KV head's query heads), ``h2o`` / ``snapkv`` the same sums over every
+        row / the last ``snapkv_window`` rows (None when not asked for; SnapKV before
+        pooling), and ``rows`` the window rows gathered. Raises if the statistics are off.
+        """
+        h = self._handle()
+        L, Hkv, n = self._model.n_layer, self._model.n_head_kv, self.n_past
+        sparsity = np.empty(L, dtype=np.float64)
+        check(lib.vlc_session_attn_sparsity(h, lib.VLC_ATTN_WINDOW, ffi.from_buffer("double[]", sparsity,
+                                                                                  require_writable=True), L))
+
+        def sums(set_):
+            if set_ != lib.VLC_ATTN_WINDOW and lib.vlc_session_attn_stats_rows(h, set_) < 0:
+                return None
+            out = np.zeros((L, Hkv, n), dtype=np.float64)
+            for il in range(L):
+                buf = ffi.from_buffer("double[]", out[il], require_writable=True) if n else ffi.NULL
+                check(lib.vlc_session_attn_scores(h, set_, il, buf, n))
+            return out
+
+        return {"sparsity": sparsity, "scores": sums(lib.VLC_ATTN_WINDOW), "h2o": sums(lib.VLC_ATTN_H2O),
+                "snapkv": sums(lib.VLC_ATTN_SNAPKV), "rows": lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW)}
+
     def decode(self, token_id: int) -> np.ndarray:
         """Runs one token at position ``n_past``; returns its logits ``[n_vocab]``."""
         token = int(token_id)
