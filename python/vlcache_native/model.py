@@ -426,6 +426,9 @@ class Model(NativeObject):
         logits = sess.prefill(chunks)
         tokens: list[int] = []
         text, emitted, finish, stopped = "", 0, "length", False
+        # The text is the tokens' pieces joined, less the one leading space detokenize drops
+        # (only ever the first byte): appending pieces keeps the loop O(1) per token.
+        raw, strip = b"", None
         longest_stop = max((len(s) for s in stops), default=0)
         tok = ffi.new("int32_t *")
         while len(tokens) < max_tokens:
@@ -438,7 +441,10 @@ class Model(NativeObject):
                 break
             tokens.append(token)
             lib.vlc_sampler_accept(sampler, token)
-            data = self.detokenize_bytes(tokens)
+            raw += self.token_to_piece(token)
+            if strip is None and raw:
+                strip = len(raw) - len(self.detokenize_bytes(tokens))
+            data = raw[strip or 0:]
             text = data[:_complete_utf8_prefix(data)].decode("utf-8", "replace")
             hit = -1
             for s in stops:
