@@ -33,28 +33,7 @@ static int g_failures = 0;
 // ---------------------------------------------------------------------------------------
 // A minimal GGUF writer
 
-typedef struct wbuf {
-    uint8_t * p;
-    size_t    n, cap;
-} wbuf;
-
-static void w_bytes(wbuf * b, const void * src, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p   = realloc(b->p, b->cap);
-        if (!b->p) { fprintf(stderr, "test_gguf: out of memory\n"); exit(2); }
-    }
-    if (n) { memcpy(b->p + b->n, src, n); }
-    b->n += n;
-}
-static void w_u8(wbuf * b, uint8_t v)   { w_bytes(b, &v, 1); }
-static void w_u16(wbuf * b, uint16_t v) { w_bytes(b, &v, 2); }
-static void w_u32(wbuf * b, uint32_t v) { w_bytes(b, &v, 4); }
-static void w_u64(wbuf * b, uint64_t v) { w_bytes(b, &v, 8); }
-static void w_f32(wbuf * b, float v)    { w_bytes(b, &v, 4); }
-static void w_f64(wbuf * b, double v)   { w_bytes(b, &v, 8); }
-static void w_str(wbuf * b, const char * s) { w_u64(b, strlen(s)); w_bytes(b, s, strlen(s)); }
-static void w_pad(wbuf * b, size_t align) { while (b->n % align) { w_u8(b, 0); } }
+#include "gguf_bytes.h"
 
 // A file under construction: metadata, tensor infos and data are kept apart and joined by
 // gf_finish, which fills the counts in the header.

@@ -29,25 +29,7 @@ static int g_failures = 0;
 // ---------------------------------------------------------------------------
 // a minimal GGUF writer (metadata only)
 
-typedef struct wbuf {
-    uint8_t * p;
-    size_t    n, cap;
-    uint64_t  n_kv;
-} wbuf;
-
-static void w_bytes(wbuf * b, const void * src, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p) { fprintf(stderr, "test_tokenizer: out of memory\n"); exit(2); }
-    }
-    if (n) { memcpy(b->p + b->n, src, n); }
-    b->n += n;
-}
-static void w_u32(wbuf * b, uint32_t v) { w_bytes(b, &v, 4); }
-static void w_u64(wbuf * b, uint64_t v) { w_bytes(b, &v, 8); }
-static void w_strn(wbuf * b, const char * s, size_t n) { w_u64(b, n); w_bytes(b, s, n); }
-static void w_str(wbuf * b, const char * s) { w_strn(b, s, strlen(s)); }
+#include "gguf_bytes.h"
 
 static void kv_str(wbuf * b, const char * key, const char * val) {
     w_str(b, key); w_u32(b, VLC_GGUF_STRING); w_str(b, val); b->n_kv++;
