@@ -249,6 +249,29 @@ def convert(hf_dir: PathLike, outfile: PathLike, outtype: str = "f32") -> Path:
     return converter_module().convert(hf_dir, outfile, outtype, progress=False)
 
 
+def gguf_row_source(n_rows: int, n_head: int) -> np.ndarray:
+    """src[r] = the HF row stored at GGUF row r, by GGUF_LLAVA.md §1.7's Q/K permutation
+    gguf_row[h*d + 2*j + t] = hf_row[h*d + t*(d/2) + j] (written independently of the converter)."""
+    d = n_rows // n_head
+    src = np.empty(n_rows, dtype=np.int64)
+    for h in range(n_head):
+        for j in range(d // 2):
+            for t in range(2):
+                src[h * d + 2 * j + t] = h * d + t * (d // 2) + j
+    return src
+
+
+def expected_bits(t, outtype: str) -> np.ndarray:
+    """torch's own rounding of an HF tensor to the output type: values (f32, f16) or raw bits (bf16)."""
+    import torch
+    t32 = t.float()
+    if outtype == "f32":
+        return t32.numpy()
+    if outtype == "f16":
+        return t32.to(torch.float16).numpy()
+    return t32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+
+
 def read_gguf(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, Tuple[str, Tuple[int, ...], np.ndarray]]]:
     """Read a GGUF file with gguf.GGUFReader.
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import hfmodels as H
+from hfmodels import expected_bits, gguf_row_source
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -67,30 +68,8 @@ def hf_state(hf_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
-# Reference helpers (independent of the converter's code)
+# Checking a converted file against the HF directory
 # ---------------------------------------------------------------------------------------
-
-def gguf_row_source(n_rows: int, n_head: int) -> np.ndarray:
-    """src[r] = HF row stored at GGUF row r, by the §1.7 formula
-    gguf_row[h*d + 2*j + t] = hf_row[h*d + t*(d/2) + j]."""
-    d = n_rows // n_head
-    src = np.empty(n_rows, dtype=np.int64)
-    for h in range(n_head):
-        for j in range(d // 2):
-            for t in range(2):
-                src[h * d + 2 * j + t] = h * d + t * (d // 2) + j
-    return src
-
-
-def expected_bits(t, outtype: str) -> np.ndarray:
-    """torch's own rounding of an HF tensor to the output type, as raw bits/values."""
-    t32 = t.float()
-    if outtype == "f32":
-        return t32.numpy()
-    if outtype == "f16":
-        return t32.to(torch.float16).numpy()
-    return t32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-
 
 def check_model(hf_dir: Path, path: Path, outtype: str):
     """Checks every key and tensor of a converted file against the HF directory."""

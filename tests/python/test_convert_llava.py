@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import hfmodels as H
+from hfmodels import expected_bits, gguf_row_source
 import llavamodels as L
 
 torch = pytest.importorskip("torch")
@@ -100,26 +101,6 @@ def read_kv_types(path):
     for key, f in r.fields.items():
         out[key] = (f.types[0].name, f.types[1].name if len(f.types) > 1 else None)
     return out
-
-
-def expected_bits(t, outtype: str) -> np.ndarray:
-    t32 = t.float()
-    if outtype == "f32":
-        return t32.numpy()
-    if outtype == "f16":
-        return t32.to(torch.float16).numpy()
-    return t32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-
-
-def gguf_row_source(n_rows: int, n_head: int) -> np.ndarray:
-    """GGUF_LLAVA.md §1.7: gguf_row[h*d + 2*j + t] = hf_row[h*d + t*(d/2) + j]."""
-    d = n_rows // n_head
-    src = np.empty(n_rows, dtype=np.int64)
-    for h in range(n_head):
-        for j in range(d // 2):
-            for t in range(2):
-                src[h * d + 2 * j + t] = h * d + t * (d // 2) + j
-    return src
 
 
 def vision_names(n_layers: int, next_: bool):
