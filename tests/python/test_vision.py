@@ -187,7 +187,8 @@ def add_text_model(w, *, hidden: int, vocab: int = 300, layers: int = 1, seed: i
 
 
 def add_clip_keys(w, cfg, *, block_count: int, feature_layer=None, projector_type: str = "mlp") -> None:
-    """llama.cpp's clip.* keys (GGUF_LLAVA.md §2.2) with its types (u32, f32)."""
+    """llama.cpp's clip.* keys (GGUF_LLAVA.md §2.2) with its types (u32, f32).
+    feature_layer: None (no key), a hidden-state index, or a list of them written as is."""
     v = cfg.vision_config
     w.add_bool("clip.has_vision_encoder", True)
     w.add_string("clip.projector_type", projector_type)
@@ -200,7 +201,7 @@ def add_clip_keys(w, cfg, *, block_count: int, feature_layer=None, projector_typ
     w.add_float32("clip.vision.attention.layer_norm_epsilon", v.layer_norm_eps)
     w.add_uint32("clip.vision.block_count", block_count)
     if feature_layer is not None:
-        w.add_array("clip.vision.feature_layer", [feature_layer])
+        w.add_array("clip.vision.feature_layer", feature_layer if isinstance(feature_layer, list) else [feature_layer])
     w.add_array("clip.vision.image_mean", CLIP_MEAN)
     w.add_array("clip.vision.image_std", CLIP_STD)
     w.add_bool("clip.use_gelu", v.hidden_act == "gelu")
@@ -356,22 +357,12 @@ def _bad_file(tmp_path, built, *, keys=None, edit=None):
     path = tmp_path / "bad.gguf"
     if keys is None:
         return write_one_file(path, model, edit=edit)
-    # keys override: write by hand so a key can replace what add_clip_keys writes
-    cfg = model.config
-    w = gguf.GGUFWriter(str(path), "llava")
-    add_text_model(w, hidden=TEXT_HIDDEN)
     base = {"clip.projector_type": "mlp", "clip.vision.feature_layer": [2], "clip.vision.block_count": 2}
     base.update(keys)
-    v = cfg.vision_config
-    w.add_string("clip.projector_type", base["clip.projector_type"])
-    w.add_uint32("clip.vision.image_size", v.image_size)
-    w.add_uint32("clip.vision.patch_size", v.patch_size)
-    w.add_uint32("clip.vision.embedding_length", v.hidden_size)
-    w.add_uint32("clip.vision.feed_forward_length", v.intermediate_size)
-    w.add_uint32("clip.vision.attention.head_count", v.num_attention_heads)
-    w.add_float32("clip.vision.attention.layer_norm_epsilon", v.layer_norm_eps)
-    w.add_uint32("clip.vision.block_count", base["clip.vision.block_count"])
-    w.add_array("clip.vision.feature_layer", base["clip.vision.feature_layer"])
+    w = gguf.GGUFWriter(str(path), "llava")
+    add_text_model(w, hidden=TEXT_HIDDEN)
+    add_clip_keys(w, model.config, block_count=base["clip.vision.block_count"],
+                  feature_layer=base["clip.vision.feature_layer"], projector_type=base["clip.projector_type"])
     for name, arr in clip_tensors(model, n_layers=2):
         w.add_tensor(name, arr.astype(np.float32))
     w.write_header_to_file()
