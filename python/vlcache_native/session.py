@@ -58,6 +58,7 @@ class Session(NativeObject):
         self._ptr = out[0]
         self.n_vocab = model.n_vocab
         self.kv_type = kv_type
+        self.n_ctx = self.stats()["n_ctx"]  # positions the KV cache holds (fixed at creation)
 
     # ---- life cycle
 
@@ -71,10 +72,6 @@ class Session(NativeObject):
     def n_past(self) -> int:
         """Tokens in the KV cache (the position the next token takes)."""
         return lib.vlc_session_n_past(self._handle())
-
-    @property
-    def n_ctx(self) -> int:
-        return self.stats()["n_ctx"]
 
     def stats(self) -> dict:
         """Positions, KV bytes held by the allocator, and summed prefill/decode timings."""
