@@ -237,6 +237,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16"])
     ap.add_argument("--text-only", action="store_true", help="a plain Llama, no image")
+    ap.add_argument("--kv-budget", type=float, default=0.1,
+                    help="VL-Cache: fraction of the prompt's KV cache kept after prefill (1 = all)")
+    ap.add_argument("--kv-policy", default="vl-cache", help="KV policy (vl-cache, h2o, snapkv, streamingllm, ...)")
     args = ap.parse_args(argv)
 
     import vlcache_native as vc
@@ -253,7 +256,8 @@ def main(argv=None) -> int:
     with vc.Model(gguf_path, n_ctx=512, n_threads=args.threads) as model:
         print(f"[3/3] loaded {model!r} ({vc.build_info()})")
         print(f"\nprompt: {prompt!r}" + (f"  image: {images[0]}" if images else "") + "\n")
-        stream = model.generate(prompt, images=images, max_tokens=args.max_tokens, stream=True)
+        stream = model.generate(prompt, images=images, max_tokens=args.max_tokens, stream=True,
+                                kv_budget=args.kv_budget, kv_policy=args.kv_policy)
         for piece in stream:
             print(piece, end="", flush=True)
         out = stream.completion
@@ -263,8 +267,16 @@ def main(argv=None) -> int:
                 ("image encode", f"{s.image_encode_ms:.1f} ms"), ("generated tokens", f"{s.completion_tokens}"),
                 ("prefill", f"{s.prefill_tokens_per_s:.1f} tok/s"), ("decode", f"{s.decode_tokens_per_s:.1f} tok/s"),
                 ("time to first token", f"{s.ttft_ms:.1f} ms"), ("KV cache", f"{s.kv_bytes / 2**20:.2f} MiB")]
+        kv = s.kv
+        rows += [(f"{args.kv_policy} kept", f"{kv.kept_fraction:.1%} of the prompt's KV "
+                  f"({kv.kv_bytes_before / 2**20:.2f} -> {kv.kv_bytes_after / 2**20:.2f} MiB with decode room)"),
+                 ("layer sparsity", " ".join(f"{x:.2f}" for x in kv.sparsity) if kv.sparsity is not None else "-"),
+                 ("tokens kept / layer", " ".join(str(int(k)) for k in kv.layer_budgets) + f" of {kv.n_prompt}")]
         for k, v in rows:
             print(f"{k:>20}  {v}")
+        full = model.generate(prompt, images=images, max_tokens=args.max_tokens)
+        same = "the same text" if full.text == out.text else f"a different text: {full.text!r}"
+        print(f"\nwith the whole KV cache the model writes {same}")
     return 0
 
 

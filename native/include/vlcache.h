@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 // VLC_CDEF_BEGIN
-#define VLC_ABI_VERSION 3
+#define VLC_ABI_VERSION 4
 
 typedef enum vlc_status {
     VLC_STATUS_OK               =  0,
@@ -154,6 +154,51 @@ typedef struct vlc_attn_stats_params {
                            // snapkv_window <= window_end - n_past); 0 = off
 } vlc_attn_stats_params;
 
+// KV-cache policies (VLCACHE.md): which prompt entries each layer and KV head keeps.
+typedef enum vlc_kv_policy {
+    VLC_KV_FULL             = 0, // keep everything (buffers still shrink to n_past + room)
+    VLC_KV_VLCACHE          = 1, // sparsity budgets + post-vision scores (needs WINDOW)
+    VLC_KV_STREAMINGLLM     = 2, // uniform budgets; n_sink first tokens + the most recent
+    VLC_KV_H2O              = 3, // uniform budgets + column sums over all rows (needs H2O)
+    VLC_KV_SNAPKV           = 4, // uniform budgets + last-window sums, max-pooled (needs SNAPKV)
+    VLC_KV_PYRAMIDKV        = 5, // linearly decreasing budgets + SnapKV scores (needs SNAPKV)
+    VLC_KV_ADAKV            = 6, // uniform budgets split across heads on SnapKV scores (needs SNAPKV)
+    VLC_KV_RANDOM           = 7, // uniform budgets + splitmix64 scores (seed)
+    VLC_KV_VLCACHE_UNIFORM  = 8, // ablation: uniform budgets + post-vision scores (needs WINDOW)
+    VLC_KV_SPARSITY_H2O     = 9, // ablation: sparsity budgets (WINDOW) + H2O scores (needs H2O)
+    VLC_KV_N_POLICIES       = 10
+} vlc_kv_policy;
+
+// Parameters of a policy (tests/python/kvref.py states every rule). The statistics'
+// threshold p and windows are chosen before prefill (vlc_attn_stats_params).
+typedef struct vlc_kv_params {
+    int32_t  policy;        // vlc_kv_policy
+    double   budget;        // alpha in (0, 1]: fraction of the prompt's KV entries kept,
+                            // over all layers; T = clamp(floor(alpha L m + 0.5), L, L m)
+    double   recent_frac;   // [0, 1]: the last ceil(recent_frac k_l) prompt tokens are kept; 0.1
+    double   clip_lo;       // layer budget range as a fraction of m (sparsity budgets); 0.01
+    double   clip_hi;       // 1.0
+    int32_t  exact_total;   // 1 = sum of layer budgets == T exactly; 0 = the paper's drifting total
+    int32_t  pool_kernel;   // odd >= 1: SnapKV / PyramidKV / AdaKV max-pool kernel; 7
+    int32_t  n_sink;        // >= 0: StreamingLLM sink tokens; 4
+    double   floor_alpha;   // [0, 1]: AdaKV safeguard fraction; 0.2
+    double   pyramid_beta;  // >= 1: PyramidKV min = C / beta; 20
+    uint64_t seed;          // random policy; 0
+    int32_t  decode_room;   // vlc_session_compress: entries reserved per KV head after the
+                            // kept ones for tokens still to come (more grow the buffers);
+                            // clipped to n_ctx - n_past; -1 = n_ctx - n_past; default 256
+} vlc_kv_params;
+
+// What vlc_session_compress did.
+typedef struct vlc_compress_report {
+    int32_t  n_prompt;         // m: the prompt entries the policy ranked, positions [0, m)
+                               // (the statistics' window_end, or n_past without statistics)
+    int64_t  total;            // prompt entries kept, summed over layers and KV heads
+    uint64_t kv_bytes_before;  // bytes the KV allocator held before
+    uint64_t kv_bytes_after;   // and after (kept entries + decode room, positions included)
+    double   seconds;          // wall time of the call
+} vlc_compress_report;
+
 // ---- library
 VLC_API int32_t      vlc_abi_version(void);            // == VLC_ABI_VERSION of the build
 VLC_API const char * vlc_build_info(void);             // backends and compiler, static string
@@ -168,6 +213,8 @@ VLC_API size_t       vlc_sampler_params_size(void);
 VLC_API size_t       vlc_session_stats_size(void);
 VLC_API size_t       vlc_vision_info_size(void);
 VLC_API size_t       vlc_attn_stats_params_size(void);
+VLC_API size_t       vlc_kv_params_size(void);
+VLC_API size_t       vlc_compress_report_size(void);
 
 // ---- model
 VLC_API void       vlc_model_params_init(vlc_model_params * params);
@@ -263,6 +310,45 @@ VLC_API vlc_status vlc_session_attn_sparsity(const vlc_session * session, vlc_at
 // VLC_STATUS_INVALID_ARG when the set is off or layer / n_keys is out of range.
 VLC_API vlc_status vlc_session_attn_scores(const vlc_session * session, vlc_attn_set set, int32_t layer,
                                            double * out, int32_t n_keys);
+
+// ---- KV-cache compression (VL-Cache and baselines)
+VLC_API void       vlc_kv_params_init(vlc_kv_params * params); // vl-cache, budget 0.1, defaults above
+// Bit mask of the statistics sets (1 << vlc_attn_set) a policy reads; 0 for full,
+// streamingllm and random. -1 for an unknown policy.
+VLC_API int32_t    vlc_kv_policy_needs(int32_t policy);
+// Pure planning, no session: the budgets and kept sets of params->policy for a prompt of
+// m entries in n_layer layers x n_head_kv KV heads. sparsity [n_layer] (needed by vl-cache
+// and sparsity-h2o, else may be NULL); scores [n_layer, n_head_kv, m] the per-key sums of
+// the set the policy needs (H2O sums for h2o / sparsity-h2o, SNAPKV sums before pooling
+// for snapkv / pyramidkv / adakv, WINDOW sums otherwise; may be NULL when it needs none).
+// Writes keep [n_layer, n_head_kv, m] (1 = kept, 0 = evicted) and, when not NULL,
+// layer_budgets [n_layer] (k_l, tokens per KV head; AdaKV: before the head split).
+// VLC_STATUS_INVALID_ARG for a parameter out of range or a missing input.
+VLC_API vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_head_kv, int32_t m,
+                               const double * sparsity, const double * scores, uint8_t * keep,
+                               int32_t * layer_budgets);
+// Compresses the session's KV cache once, right after the prompt's prefill: plans with the
+// statistics gathered (vlc_session_set_attn_stats; the policy's sets must cover their rows
+// completely), then per layer and KV head gathers the kept prompt entries, in position
+// order, into new buffers of kept + decode_room entries and frees the old ones. Entries at
+// positions >= n_prompt (tokens run after the prompt) are all kept. Frees the statistics.
+// Decoding continues at position n_past; kept keys keep their RoPE rotation.
+// Errors (the session is then unchanged): VLC_STATUS_INVALID_ARG (empty session, already
+// compressed, statistics missing or incomplete, a parameter), VLC_STATUS_OOM.
+// layer_budgets [n_layer] may be NULL; out may be NULL.
+VLC_API vlc_status vlc_session_compress(vlc_session * session, const vlc_kv_params * params,
+                                        int32_t * layer_budgets, vlc_compress_report * out);
+// 1 after vlc_session_compress until vlc_session_reset.
+VLC_API int32_t    vlc_session_is_compressed(const vlc_session * session);
+// Entries one KV head of one layer holds (-1 for a bad layer / head).
+VLC_API int32_t    vlc_session_kv_len(const vlc_session * session, int32_t layer, int32_t head);
+// Original positions of those entries, ascending, into out [cap]. Same buffer rule as
+// vlc_tokenize: *n_out gets the count, VLC_STATUS_BUFFER_TOO_SMALL when cap < *n_out.
+VLC_API vlc_status vlc_session_kv_positions(const vlc_session * session, int32_t layer, int32_t head,
+                                            int32_t * out, int32_t cap, int32_t * n_out);
+// A new session with a copy of src's state: KV cache (compressed or not), position, image
+// spans, statistics, timings, same parameters. For comparing policies on one prefill.
+VLC_API vlc_status vlc_session_clone(const vlc_session * src, vlc_session ** out);
 
 // ---- sampler (independent of the model; feed it logits)
 VLC_API void       vlc_sampler_params_init(vlc_sampler_params * params);

@@ -498,3 +498,161 @@ vlc_status vlc_session_attn_scores(const vlc_session * s, vlc_attn_set set, int3
     }
     return VLC_STATUS_OK;
 }
+
+// ---------------------------------------------------------------------------
+// KV-cache compression: the statistics gathered during prefill -> vlc_kv_plan
+// (kvpolicy.c) -> vlc_text_state_compact (text.c)
+
+static const char * const set_names[VLC_STATS_N_SETS] = { "post-vision window", "H2O (every row)",
+                                                          "SnapKV (last rows)" };
+
+vlc_status vlc_session_compress(vlc_session * s, const vlc_kv_params * p, int32_t * layer_budgets,
+                                vlc_compress_report * out) {
+    const double t0 = now_ms();
+    VLC_CHECK(s != NULL && p != NULL, VLC_STATUS_INVALID_ARG, "session or params is NULL");
+    vlc_text_state *    st     = s->text;
+    const vlc_hparams * hp     = &s->model->hp;
+    const int32_t       n_past = vlc_text_state_n_past(st), n_ctx = vlc_text_state_n_ctx(st);
+    const int32_t       L = hp->n_layer, Hkv = hp->n_head_kv;
+    VLC_CHECK(n_past > 0, VLC_STATUS_INVALID_ARG, "nothing to compress: the session is empty (prefill a prompt first)");
+    VLC_CHECK(!vlc_text_state_compressed(st), VLC_STATUS_INVALID_ARG,
+              "the KV cache is already compressed; reset the session and prefill again to compress it differently");
+    const int32_t needs = vlc_kv_policy_needs(p->policy);
+    VLC_CHECK(needs >= 0, VLC_STATUS_INVALID_ARG, "policy = %d, expected a vlc_kv_policy 0 .. %d", p->policy,
+              VLC_KV_N_POLICIES - 1);
+    VLC_CHECK(p->decode_room >= -1, VLC_STATUS_INVALID_ARG, "decode_room = %d, expected >= 0 or -1 (up to n_ctx)",
+              p->decode_room);
+
+    // the prompt: the statistics' rows end there (the window set is on whenever any is)
+    int32_t m = n_past;
+    int32_t r0 = 0, r1 = 0;
+    if (vlc_text_state_stats_range(st, VLC_STATS_WINDOW, &r0, &r1) && r1 < n_past) {
+        m = r1;
+    }
+    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
+        if (!(needs & (1 << set))) {
+            continue;
+        }
+        VLC_CHECK(vlc_text_state_stats_range(st, set, &r0, &r1), VLC_STATUS_INVALID_ARG,
+                  "this policy ranks tokens by the %s attention statistics, which were not gathered: turn them on "
+                  "before the prompt's prefill (vlc_session_set_attn_stats; in Python, Session.prefill(kv_stats=...))",
+                  set_names[set]);
+        const int32_t end = r1 < m ? r1 : m;
+        VLC_CHECK(vlc_text_state_stats_rows(st, set) == end - r0, VLC_STATUS_INVALID_ARG,
+                  "the %s statistics cover %d of the rows %d .. %d: prefill the whole prompt before compressing",
+                  set_names[set], vlc_text_state_stats_rows(st, set), r0, end - 1);
+    }
+
+    const size_t nk       = (size_t) L * (size_t) Hkv * (size_t) m;
+    double *     sparsity = NULL;
+    double *     scores   = NULL;
+    uint8_t *    keep     = malloc(nk);
+    int32_t *    budgets  = malloc((size_t) L * sizeof(int32_t));
+    vlc_status   rc       = keep && budgets ? VLC_STATUS_OK
+                                            : VLC_ERR(VLC_STATUS_OOM, "cannot allocate the plan (%zu entries)", nk);
+    if (rc == VLC_STATUS_OK && (needs & (1 << VLC_STATS_WINDOW))) {
+        sparsity = malloc((size_t) L * sizeof(double));
+        rc = sparsity ? VLC_STATUS_OK : VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d sparsities", L);
+        for (int32_t il = 0; rc == VLC_STATUS_OK && il < L; il++) {
+            sparsity[il] = vlc_text_state_stats_sparsity(st, VLC_STATS_WINDOW, il);
+        }
+    }
+    // scores [L, Hkv, m]: H2O sums if the policy reads them, else SnapKV's, else the window's
+    const int set = (needs & (1 << VLC_STATS_ALL)) ? VLC_STATS_ALL : (needs & (1 << VLC_STATS_LAST)) ? VLC_STATS_LAST
+                                                                                                     : VLC_STATS_WINDOW;
+    if (rc == VLC_STATUS_OK && needs) {
+        scores = malloc(nk * sizeof(double));
+        rc = scores ? VLC_STATUS_OK : VLC_ERR(VLC_STATUS_OOM, "cannot allocate %zu scores", nk);
+        const int32_t ld = vlc_text_state_stats_ld(st, set);
+        for (int32_t il = 0; rc == VLC_STATUS_OK && il < L; il++) {
+            const double * cs = vlc_text_state_stats_colsum(st, set, il);  // [Hkv, ld], ld >= m
+            for (int32_t g = 0; g < Hkv; g++) {
+                memcpy(scores + ((size_t) il * Hkv + g) * m, cs + (size_t) g * ld, (size_t) m * sizeof(double));
+            }
+        }
+    }
+    if (rc == VLC_STATUS_OK) {
+        rc = vlc_kv_plan(p, L, Hkv, m, sparsity, scores, keep, budgets);
+    }
+    const uint64_t before = vlc_text_state_kv_bytes(st);
+    if (rc == VLC_STATUS_OK) {
+        const int32_t left = n_ctx - n_past;
+        const int32_t room = p->decode_room < 0 || p->decode_room > left ? left : p->decode_room;
+        rc = vlc_text_state_compact(st, keep, m, room);
+    }
+    if (rc == VLC_STATUS_OK) {
+        int64_t total = 0;
+        for (size_t i = 0; i < nk; i++) {
+            total += keep[i];
+        }
+        if (layer_budgets) {
+            memcpy(layer_budgets, budgets, (size_t) L * sizeof(int32_t));
+        }
+        if (out) {
+            *out = (vlc_compress_report) {
+                .n_prompt        = m,
+                .total           = total,
+                .kv_bytes_before = before,
+                .kv_bytes_after  = vlc_text_state_kv_bytes(st),
+                .seconds         = (now_ms() - t0) * 1e-3,
+            };
+        }
+    }
+    free(keep);
+    free(budgets);
+    free(sparsity);
+    free(scores);
+    return rc;
+}
+
+int32_t vlc_session_is_compressed(const vlc_session * s) { return s && vlc_text_state_compressed(s->text); }
+
+int32_t vlc_session_kv_len(const vlc_session * s, int32_t layer, int32_t head) {
+    if (!s || layer < 0 || layer >= s->model->hp.n_layer || head < 0 || head >= s->model->hp.n_head_kv) {
+        return -1;
+    }
+    return vlc_text_state_kv_len(s->text, layer, head);
+}
+
+vlc_status vlc_session_kv_positions(const vlc_session * s, int32_t layer, int32_t head, int32_t * out, int32_t cap,
+                                    int32_t * n_out) {
+    VLC_CHECK(s && n_out, VLC_STATUS_INVALID_ARG, "session or n_out is NULL");
+    const int32_t n = vlc_session_kv_len(s, layer, head);
+    VLC_CHECK(n >= 0, VLC_STATUS_INVALID_ARG, "layer %d, KV head %d: expected 0 .. %d, 0 .. %d", layer, head,
+              s->model->hp.n_layer - 1, s->model->hp.n_head_kv - 1);
+    *n_out = n;
+    if (cap < n) {
+        return VLC_STATUS_BUFFER_TOO_SMALL;
+    }
+    VLC_CHECK(out != NULL || n == 0, VLC_STATUS_INVALID_ARG, "out is NULL");
+    memcpy(out, vlc_text_state_kv_pos(s->text, layer, head), (size_t) n * sizeof(int32_t));
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_session_clone(const vlc_session * src, vlc_session ** out) {
+    VLC_CHECK(src != NULL && out != NULL, VLC_STATUS_INVALID_ARG, "src or out is NULL");
+    *out = NULL;
+    vlc_session * s = calloc(1, sizeof(*s));
+    VLC_CHECK(s != NULL, VLC_STATUS_OOM, "cannot allocate the session struct");
+    *s        = *src;
+    s->text   = NULL;
+    s->images = NULL;
+    if (src->n_images > 0) {
+        s->images = malloc((size_t) src->cap_images * sizeof(vlc_span));
+        if (!s->images) {
+            free(s);
+            return VLC_ERR(VLC_STATUS_OOM, "cannot copy %d image spans", src->n_images);
+        }
+        memcpy(s->images, src->images, (size_t) src->n_images * sizeof(vlc_span));
+    } else {
+        s->cap_images = 0;
+    }
+    vlc_status rc = vlc_text_state_clone(src->text, &s->text);
+    if (rc != VLC_STATUS_OK) {
+        free(s->images);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return VLC_STATUS_OK;
+}

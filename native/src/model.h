@@ -66,6 +66,22 @@ void       vlc_text_state_reset(vlc_text_state * st);
 int32_t    vlc_text_state_n_past(const vlc_text_state * st);
 int32_t    vlc_text_state_n_ctx(const vlc_text_state * st);
 uint64_t   vlc_text_state_kv_bytes(const vlc_text_state * st);
+// A new state with the same parameters and a copy of everything in src (KV entries and
+// capacities, position, logits, statistics, the compressed flag).
+vlc_status vlc_text_state_clone(const vlc_text_state * src, vlc_text_state ** out);
+
+// ---------------------------------------------------------------------------
+// text.c: the KV cache seen per layer and KV head (entries in position order).
+int32_t         vlc_text_state_kv_len(const vlc_text_state * st, int32_t il, int32_t g);
+const int32_t * vlc_text_state_kv_pos(const vlc_text_state * st, int32_t il, int32_t g); // [len]
+int             vlc_text_state_compressed(const vlc_text_state * st);
+// Compaction (VL-Cache step E): keep [L, Hkv, m] says which prompt positions [0, m) each
+// layer and KV head keeps; entries at positions >= m are all kept. Every head's kept
+// entries are gathered, in position order, into new buffers of (kept + room) entries
+// and the old buffers are freed; the statistics are freed; the state is marked
+// compressed (reset clears the mark). All new buffers are allocated before anything is
+// freed, so on VLC_STATUS_OOM the state is unchanged. Requires m <= n_past.
+vlc_status vlc_text_state_compact(vlc_text_state * st, const uint8_t * keep, int32_t m, int32_t room);
 
 // Runs n positions starting at n_past, appending them to the KV cache. Exactly one of
 // tokens ([n] ids, already range-checked by the caller) or embd ([n, C] f32 input
@@ -106,6 +122,8 @@ typedef struct vlc_stats_params {
 // entry index == position. Errors: VLC_STATUS_INVALID_ARG (ranges, p), VLC_STATUS_OOM.
 vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_stats_params * sp);
 int        vlc_text_state_stats_on(const vlc_text_state * st, int set);
+// Rows [r0, r1) a set covers (r1 = n_ctx for an open window); 0 when the set is off.
+int        vlc_text_state_stats_range(const vlc_text_state * st, int set, int32_t * r0, int32_t * r1);
 // Rows of set gathered so far (0 when the set is off).
 int32_t    vlc_text_state_stats_rows(const vlc_text_state * st, int set);
 // Per-key sums of layer il: [Hkv, ld] with ld = vlc_text_state_stats_ld (entries at

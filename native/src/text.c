@@ -6,10 +6,12 @@
 // vlc_text_forward: embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo +
 // residual, RMSNorm, SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked
 // for. Prefill runs in chunks of n_batch tokens; decode is the same path with n = 1.
+// Also: KV compaction (VL-Cache: keep the entries a policy chose, per layer and KV head)
+// and the attention statistics of chosen query rows (model.h, sections below).
 // Is not: the kernels themselves (ops_cpu.c), argument checks of the public API (api.c),
-// KV compression (a later issue). Nothing here allocates after vlc_text_state_create
-// except vlc_text_state_set_stats (the attention statistics of chosen query rows: see
-// model.h and the "attention statistics" section below).
+// the policies (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from
+// create on; a compacted head grows (1.5x, up to what the context can still take) when
+// a forward pass needs more room, before anything runs.
 // Letters: T = tokens of a chunk (<= B = n_batch), C = n_embd, H = n_head,
 // Hkv = n_head_kv, G = H / Hkv, D = head_dim, F = n_ff, V = n_vocab, L = n_layer.
 #include "model.h"
@@ -58,6 +60,7 @@ struct vlc_text_state {
 
     vlc_kv_head *     kv;          // [L, Hkv]
     uint64_t          kv_bytes;    // bytes allocated for K, V and positions
+    int               compressed;  // set by vlc_text_state_compact, cleared by reset
 
     vlc_pool *        pool;
 
@@ -81,6 +84,7 @@ struct vlc_text_state {
 
     // attention statistics (all NULL / off unless vlc_text_state_set_stats enabled them)
     int               stats_on;
+    vlc_stats_params  stats_prm;   // as given to vlc_text_state_set_stats (for clone)
     float             stats_p;
     vlc_stats_set     stats[VLC_STATS_N_SETS];
     float *           stats_ml;    // [B, H, 2] final softmax (max, sum) of each chunk row and head
@@ -109,23 +113,38 @@ static void kv_free(vlc_text_state * st) {
     st->kv_bytes = 0;
 }
 
+// Bytes one KV head holds per entry: key, value and position.
+static size_t kv_entry_bytes(const vlc_text_state * st) {
+    return 2 * (size_t) st->m->hp.head_dim * vlc_type_size(st->type_kv) + sizeof(int32_t);
+}
+
+// New buffers of cap entries for *h (old ones untouched); 0 when an allocation failed.
+static int kv_head_alloc(const vlc_text_state * st, vlc_kv_head * h, int32_t cap) {
+    const size_t kv_sz = (size_t) cap * (size_t) st->m->hp.head_dim * vlc_type_size(st->type_kv);
+    h->k   = malloc(kv_sz ? kv_sz : 1);
+    h->v   = malloc(kv_sz ? kv_sz : 1);
+    h->pos = malloc(cap ? (size_t) cap * sizeof(int32_t) : 1);
+    h->n   = 0;
+    h->cap = cap;
+    if (!h->k || !h->v || !h->pos) {
+        free(h->k);
+        free(h->v);
+        free(h->pos);
+        memset(h, 0, sizeof(*h));
+        return 0;
+    }
+    return 1;
+}
+
 static vlc_status kv_alloc(vlc_text_state * st) {
     const vlc_hparams * hp    = &st->m->hp;
     const int64_t       n     = (int64_t) hp->n_layer * hp->n_head_kv;
-    const size_t        cap   = (size_t) st->n_ctx;
-    const size_t        kv_sz = cap * (size_t) hp->head_dim * vlc_type_size(st->type_kv);
-    const size_t        p_sz  = cap * sizeof(int32_t);
-    const uint64_t      total = (uint64_t) n * (2 * (uint64_t) kv_sz + p_sz);
+    const uint64_t      total = (uint64_t) n * (uint64_t) st->n_ctx * kv_entry_bytes(st);
 
     st->kv = calloc((size_t) n, sizeof(vlc_kv_head));
     VLC_CHECK(st->kv != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " KV head records", n);
     for (int64_t i = 0; i < n; i++) {
-        vlc_kv_head * h = &st->kv[i];
-        h->k   = malloc(kv_sz);
-        h->v   = malloc(kv_sz);
-        h->pos = malloc(p_sz);
-        h->cap = st->n_ctx;
-        if (!h->k || !h->v || !h->pos) {
+        if (!kv_head_alloc(st, &st->kv[i], st->n_ctx)) {
             kv_free(st);
             return VLC_ERR(VLC_STATUS_OOM,
                            "cannot allocate the KV cache: %llu bytes (%d layers x %d KV heads x %d positions x %d dims, %s)",
@@ -134,6 +153,43 @@ static vlc_status kv_alloc(vlc_text_state * st) {
         }
     }
     st->kv_bytes = total;
+    return VLC_STATUS_OK;
+}
+
+// Makes room for n more entries in every KV head (only a compacted head can lack it):
+// a short head grows to max(n_needed, 1.5 x cap), at most what the context can still
+// take. On VLC_STATUS_OOM the heads already grown keep their (valid, larger) buffers.
+static vlc_status kv_reserve(vlc_text_state * st, int32_t n) {
+    const vlc_hparams * hp   = &st->m->hp;
+    const int64_t       nh   = (int64_t) hp->n_layer * hp->n_head_kv;
+    const size_t        row  = (size_t) hp->head_dim * vlc_type_size(st->type_kv);
+    const int64_t       room = (int64_t) st->n_ctx - st->n_past;  // positions the context can still take
+    for (int64_t i = 0; i < nh; i++) {
+        vlc_kv_head * h    = &st->kv[i];
+        const int64_t need = (int64_t) h->n + n;
+        if (need <= h->cap) {
+            continue;
+        }
+        int64_t cap = (int64_t) h->cap + h->cap / 2;
+        cap         = cap < need ? need : cap;
+        cap         = cap > h->n + room ? h->n + room : cap;
+        void *    k   = realloc(h->k, (size_t) cap * row);
+        if (k) {
+            h->k = k;
+        }
+        void *    v   = k ? realloc(h->v, (size_t) cap * row) : NULL;
+        if (v) {
+            h->v = v;
+        }
+        int32_t * pos = v ? realloc(h->pos, (size_t) cap * sizeof(int32_t)) : NULL;
+        if (!pos) {
+            return VLC_ERR(VLC_STATUS_OOM, "cannot grow KV head %" PRId64 " of layer %" PRId64 " to %" PRId64 " entries",
+                           i % hp->n_head_kv, i / hp->n_head_kv, cap);
+        }
+        h->pos = pos;
+        st->kv_bytes += (uint64_t) (cap - h->cap) * kv_entry_bytes(st);
+        h->cap = (int32_t) cap;
+    }
     return VLC_STATUS_OK;
 }
 
@@ -273,6 +329,7 @@ void vlc_text_state_reset(vlc_text_state * st) {
     }
     st->n_past     = 0;
     st->has_logits = 0;
+    st->compressed = 0;  // compacted heads keep their buffers and grow again as needed
     stats_free(st);
 }
 
@@ -591,18 +648,14 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
     VLC_CHECK((int64_t) st->n_past + n <= st->n_ctx, VLC_STATUS_CONTEXT_FULL,
               "%d positions do not fit: %d of the context's %d are used", n, st->n_past, st->n_ctx);
     const vlc_hparams * hp = &st->m->hp;
-    const int64_t       nh = (int64_t) hp->n_layer * hp->n_head_kv;
-    for (int64_t i = 0; i < nh; i++) {
-        VLC_CHECK((int64_t) st->kv[i].n + n <= st->kv[i].cap, VLC_STATUS_CONTEXT_FULL,
-                  "KV head %" PRId64 " of layer %" PRId64 " holds %d of %d entries, %d more do not fit",
-                  i % hp->n_head_kv, i / hp->n_head_kv, st->kv[i].n, st->kv[i].cap, n);
-    }
     if (tokens) {
         for (int32_t i = 0; i < n; i++) {
             VLC_CHECK(tokens[i] >= 0 && tokens[i] < hp->n_vocab, VLC_STATUS_INVALID_ARG,
                       "token id %d at index %d is out of range [0, %d)", tokens[i], i, hp->n_vocab);
         }
     }
+
+    VLC_TRY(kv_reserve(st, n));
 
     const int64_t V       = hp->n_vocab;
     const int32_t first   = n_out > 0 ? n - n_out : n - 1;  // first row whose logits are computed
@@ -663,12 +716,9 @@ vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_stats_params 
     VLC_CHECK(sp->last_w >= 0 && (sp->last_w == 0 || (sp->w1 > 0 && sp->last_w <= sp->w1 - st->n_past)),
               VLC_STATUS_INVALID_ARG, "last_w = %d, expected 0 or 1 .. %d (w1 = %d minus n_past = %d)", sp->last_w,
               sp->w1 > 0 ? sp->w1 - st->n_past : 0, sp->w1, st->n_past);
+    VLC_CHECK(!st->compressed, VLC_STATUS_INVALID_ARG,
+              "the KV cache is compressed: statistics need every position (reset the session first)");
     const int64_t nh = (int64_t) hp->n_layer * hp->n_head_kv;
-    for (int64_t i = 0; i < nh; i++) {
-        VLC_CHECK(st->kv[i].n == st->n_past, VLC_STATUS_INVALID_ARG,
-                  "KV head %" PRId64 " of layer %" PRId64 " holds %d entries, not n_past = %d (compressed cache)",
-                  i % hp->n_head_kv, i / hp->n_head_kv, st->kv[i].n, st->n_past);
-    }
 
     stats_free(st);
     const int32_t r0[VLC_STATS_N_SETS] = { sp->w0, 0, w1 - sp->last_w };
@@ -702,8 +752,9 @@ vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_stats_params 
         return VLC_ERR(VLC_STATUS_OOM, "cannot allocate the attention statistics (about %zu bytes for rows %d .. %d)",
                        total, sp->w0, w1);
     }
-    st->stats_p  = sp->p;
-    st->stats_on = 1;
+    st->stats_prm = *sp;
+    st->stats_p   = sp->p;
+    st->stats_on  = 1;
     return VLC_STATUS_OK;
 }
 
@@ -716,6 +767,16 @@ static const vlc_stats_set * stats_get(const vlc_text_state * st, int set, int32
 
 int vlc_text_state_stats_on(const vlc_text_state * st, int set) {
     return stats_get(st, set, 0) != NULL;
+}
+
+int vlc_text_state_stats_range(const vlc_text_state * st, int set, int32_t * r0, int32_t * r1) {
+    const vlc_stats_set * ss = stats_get(st, set, 0);
+    if (!ss) {
+        return 0;
+    }
+    *r0 = ss->r0;
+    *r1 = ss->r1;
+    return 1;
 }
 
 int32_t vlc_text_state_stats_rows(const vlc_text_state * st, int set) {
@@ -755,4 +816,127 @@ double vlc_text_state_stats_sparsity(const vlc_text_state * st, int set, int32_t
         sum += 1.0 - (double) cnt[h] / (double) ss->total[il];
     }
     return sum / H;
+}
+
+// ---------------------------------------------------------------------------
+// KV compaction and copies
+
+int32_t vlc_text_state_kv_len(const vlc_text_state * st, int32_t il, int32_t g) {
+    return st->kv[(int64_t) il * st->m->hp.n_head_kv + g].n;
+}
+
+const int32_t * vlc_text_state_kv_pos(const vlc_text_state * st, int32_t il, int32_t g) {
+    return st->kv[(int64_t) il * st->m->hp.n_head_kv + g].pos;
+}
+
+int vlc_text_state_compressed(const vlc_text_state * st) { return st->compressed; }
+
+vlc_status vlc_text_state_compact(vlc_text_state * st, const uint8_t * keep, int32_t m, int32_t room) {
+    VLC_CHECK(st && keep, VLC_STATUS_INVALID_ARG, "state or keep is NULL");
+    VLC_CHECK(m >= 1 && m <= st->n_past, VLC_STATUS_INVALID_ARG, "m = %d, expected 1 .. n_past = %d", m, st->n_past);
+    VLC_CHECK(room >= 0, VLC_STATUS_INVALID_ARG, "room = %d, expected >= 0", room);
+    const vlc_hparams * hp  = &st->m->hp;
+    const int64_t       nh  = (int64_t) hp->n_layer * hp->n_head_kv;
+    const size_t        row = (size_t) hp->head_dim * vlc_type_size(st->type_kv);
+
+    vlc_kv_head * fresh = calloc((size_t) nh, sizeof(vlc_kv_head));
+    VLC_CHECK(fresh != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " KV head records", nh);
+    uint64_t bytes = 0;
+    for (int64_t i = 0; i < nh; i++) {
+        const vlc_kv_head * h  = &st->kv[i];
+        const uint8_t *     kp = keep + i * m;  // [L, Hkv, m]: head i = il * Hkv + g
+        int32_t             n  = 0;
+        for (int32_t e = 0; e < h->n; e++) {
+            n += h->pos[e] >= m || kp[h->pos[e]];
+        }
+        if (!kv_head_alloc(st, &fresh[i], n + room)) {
+            for (int64_t j = 0; j < i; j++) {
+                free(fresh[j].k);
+                free(fresh[j].v);
+                free(fresh[j].pos);
+            }
+            free(fresh);
+            return VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d entries for KV head %" PRId64 " of layer %" PRId64,
+                           n + room, i % hp->n_head_kv, i / hp->n_head_kv);
+        }
+        bytes += (uint64_t) (n + room) * kv_entry_bytes(st);
+    }
+    for (int64_t i = 0; i < nh; i++) {
+        vlc_kv_head * h  = &st->kv[i];
+        vlc_kv_head * f  = &fresh[i];
+        const uint8_t * kp = keep + i * m;
+        for (int32_t e = 0; e < h->n; e++) {
+            if (h->pos[e] >= m || kp[h->pos[e]]) {
+                memcpy((char *) f->k + (size_t) f->n * row, (const char *) h->k + (size_t) e * row, row);
+                memcpy((char *) f->v + (size_t) f->n * row, (const char *) h->v + (size_t) e * row, row);
+                f->pos[f->n++] = h->pos[e];
+            }
+        }
+        free(h->k);
+        free(h->v);
+        free(h->pos);
+        *h = *f;
+    }
+    free(fresh);
+    st->kv_bytes   = bytes;
+    st->compressed = 1;
+    stats_free(st);
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_text_state_clone(const vlc_text_state * src, vlc_text_state ** out) {
+    VLC_CHECK(src && out, VLC_STATUS_INVALID_ARG, "src or out is NULL");
+    *out = NULL;
+    const vlc_session_params prm = { src->n_ctx, src->n_batch, src->n_threads, (int32_t) src->type_kv };
+    vlc_text_state * st = NULL;
+    VLC_TRY(vlc_text_state_create(src->m, &prm, &st));
+    vlc_status s = VLC_STATUS_OK;
+    if (src->stats_on) {
+        s = vlc_text_state_set_stats(st, &src->stats_prm);
+    }
+    // KV heads with src's capacities (an uncompressed src has n_ctx everywhere, as st)
+    const vlc_hparams * hp  = &src->m->hp;
+    const int64_t       nh  = (int64_t) hp->n_layer * hp->n_head_kv;
+    const size_t        row = (size_t) hp->head_dim * vlc_type_size(src->type_kv);
+    for (int64_t i = 0; i < nh && s == VLC_STATUS_OK; i++) {
+        const vlc_kv_head * h = &src->kv[i];
+        vlc_kv_head *       d = &st->kv[i];
+        if (d->cap != h->cap) {
+            vlc_kv_head f;
+            if (!kv_head_alloc(st, &f, h->cap)) {
+                s = VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d entries for a copy of KV head %" PRId64, h->cap, i);
+                break;
+            }
+            free(d->k);
+            free(d->v);
+            free(d->pos);
+            *d = f;
+        }
+        memcpy(d->k, h->k, (size_t) h->n * row);
+        memcpy(d->v, h->v, (size_t) h->n * row);
+        memcpy(d->pos, h->pos, (size_t) h->n * sizeof(int32_t));
+        d->n = h->n;
+    }
+    if (s != VLC_STATUS_OK) {
+        vlc_text_state_free(st);
+        return s;
+    }
+    st->kv_bytes   = src->kv_bytes;
+    st->compressed = src->compressed;
+    st->n_past     = src->n_past;
+    st->has_logits = src->has_logits;
+    memcpy(st->logits, src->logits, (size_t) hp->n_vocab * sizeof(float));
+    for (int set = 0; set < VLC_STATS_N_SETS && src->stats_on; set++) {
+        const vlc_stats_set * a = &src->stats[set];
+        vlc_stats_set *       b = &st->stats[set];
+        if (!a->on) {
+            continue;
+        }
+        memcpy(b->colsum, a->colsum, (size_t) nh * (size_t) a->ld * sizeof(double));
+        memcpy(b->count, a->count, (size_t) hp->n_layer * (size_t) hp->n_head * sizeof(int64_t));
+        memcpy(b->total, a->total, (size_t) hp->n_layer * sizeof(int64_t));
+        b->rows = a->rows;
+    }
+    *out = st;
+    return VLC_STATUS_OK;
 }

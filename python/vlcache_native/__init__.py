@@ -5,6 +5,7 @@
 >>> print(model.generate("Once upon a time", max_tokens=32).text)
 """
 
+from . import kvcache
 from ._ffi import ffi as _ffi_obj, lib as _lib
 from .errors import (
     ContextFullError,
@@ -17,6 +18,7 @@ from .errors import (
     UnsupportedError,
     VlcacheError,
 )
+from .kvcache import CompressReport
 from .model import Completion, CompletionStream, GenerationStats, Model
 from .session import Session
 
@@ -29,7 +31,7 @@ def build_info() -> str:
 
 
 __all__ = [
-    "Model", "Session", "Completion", "CompletionStream", "GenerationStats", "build_info",
+    "Model", "Session", "CompressReport", "kvcache", "Completion", "CompletionStream", "GenerationStats", "build_info",
     "VlcacheError", "InvalidArgumentError", "ModelIOError", "ModelFormatError", "UnsupportedError",
     "OutOfMemoryError", "ContextFullError", "CudaError", "InternalError",
 ]

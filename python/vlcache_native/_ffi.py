@@ -79,6 +79,8 @@ for _struct, _size_fn in [
     ("vlc_session_stats", lib.vlc_session_stats_size),
     ("vlc_vision_info", lib.vlc_vision_info_size),
     ("vlc_attn_stats_params", lib.vlc_attn_stats_params_size),
+    ("vlc_kv_params", lib.vlc_kv_params_size),
+    ("vlc_compress_report", lib.vlc_compress_report_size),
 ]:
     if ffi.sizeof(_struct) != _size_fn():
         raise ImportError(

@@ -14,6 +14,8 @@ from ._ffi import ffi, lib
 from . import chat as _chat
 from ._native import NativeObject
 from .errors import ContextFullError, InvalidArgumentError, ModelIOError, check
+from . import kvcache
+from .kvcache import CompressReport
 from .session import Session, _as_ids
 
 
@@ -31,6 +33,7 @@ class GenerationStats:
     kv_bytes: int = 0                # KV bytes the allocator holds at the end
     image_tokens: int = 0            # prompt positions taken by image embeddings
     image_encode_ms: float = 0.0     # preprocessing + vision tower, all images
+    kv: "CompressReport | None" = None  # what kv_budget's compression did (None: not compressed)
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -365,7 +368,8 @@ class Model(NativeObject):
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
                  stop: str | Sequence[str] | None = None, stream: bool = False,
-                 add_bos: bool = True) -> Completion | CompletionStream:
+                 add_bos: bool = True, kv_budget: float | None = None, kv_policy: str = "vl-cache",
+                 kv_params: dict | None = None) -> Completion | CompletionStream:
         """Generates a continuation of ``prompt`` (text, or token ids used as they are).
 
         ``images``: one per ``<image>`` placeholder in the prompt (paths, bytes, PIL images,
@@ -375,9 +379,20 @@ class Model(NativeObject):
         tokens. Generation ends at an end-of-generation token, at a ``stop`` string (not
         included in the text), after ``max_tokens``, or when the context is full.
         With ``stream=True`` returns a :class:`CompletionStream` yielding text pieces.
+
+        ``kv_budget`` (VL-Cache): after the prompt's prefill, keep only this fraction of
+        its KV cache, chosen by ``kv_policy`` (see :mod:`vlcache_native.kvcache`) with
+        ``kv_params`` (the policy's parameters, plus ``p`` and ``window`` for the
+        statistics); what it did is in ``completion.stats.kv``. None: no compression.
         """
         if max_tokens < 0:
             raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
+        kv = None
+        if kv_budget is not None:
+            kvcache.policy_id(kv_policy)
+            kvcache.kv_params(kv_policy, kv_budget, **{k: v for k, v in (kv_params or {}).items()
+                                                      if k not in ("p", "window")})  # checks names early
+            kv = (kv_budget, kv_policy, dict(kv_params or {}))
         t_start = time.perf_counter()
         chunks, stats = self._prompt_chunks(prompt, images, add_bos)
         n_prompt = sum(len(c) for c in chunks)
@@ -401,7 +416,7 @@ class Model(NativeObject):
         check(lib.vlc_sampler_create(params, out))
         sampler = ffi.gc(out[0], lib.vlc_sampler_free)
         stats.prompt_tokens = n_prompt
-        result = CompletionStream(self._generate(chunks, max_tokens, sampler, stops, stats, t_start))
+        result = CompletionStream(self._generate(chunks, max_tokens, sampler, stops, stats, t_start, kv))
         if stream:
             return result
         for _ in result:
@@ -417,13 +432,19 @@ class Model(NativeObject):
         return s
 
     def _generate(self, chunks: list, max_tokens: int, sampler, stops: list[str], stats: GenerationStats,
-                  t_start: float):
+                  t_start: float, kv: tuple | None = None):
         sess = self._generation_session()
         for c in chunks:
             if not isinstance(c, np.ndarray) or c.ndim == 1:  # text tokens feed the repetition penalty
                 for t in c:
                     lib.vlc_sampler_accept(sampler, int(t))
-        logits = sess.prefill(chunks)
+        if kv is None:
+            logits = sess.prefill(chunks)
+        else:
+            budget, policy, params = kv
+            sp = {k: params.pop(k) for k in ("p", "window") if k in params}
+            logits = sess.prefill(chunks, kv_stats=policy, **sp)
+            stats.kv = sess.compress(budget, policy, decode_room=max_tokens, **params)
         tokens: list[int] = []
         text, emitted, finish, stopped = "", 0, "length", False
         # The text is the tokens' pieces joined, less the one leading space detokenize drops

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from . import kvcache
 from ._ffi import ffi, lib
 from ._native import NativeObject
 from .errors import ContextFullError, InvalidArgumentError, check
@@ -93,7 +94,8 @@ class Session(NativeObject):
 
     # ---- compute
 
-    def prefill(self, chunks, all_logits: bool = False) -> np.ndarray:
+    def prefill(self, chunks, all_logits: bool = False, *, kv_stats=None, p: float = 0.01,
+                window: int = 32) -> np.ndarray:
         """Runs a prompt through the model at positions ``n_past ..`` and caches it.
 
         ``chunks`` is a list of token ids (ints), or a list whose items are token ids (an
@@ -104,6 +106,13 @@ class Session(NativeObject):
         position, or ``[total, n_vocab]`` for every position when ``all_logits``. The
         whole prompt is checked (ids in range, widths, context room) before anything
         runs, so on such an error the session is unchanged.
+
+        ``kv_stats`` gathers, during this prefill, the attention statistics that
+        :meth:`compress` ranks tokens by: a policy name (the sets it reads), True (every
+        set, to compare policies on clones of this session), or None (none). The
+        post-vision window (VL-Cache) is the rows after the last image, or the last
+        ``window`` rows when there is no image or it ends the prompt; ``p`` is the sparsity
+        threshold; SnapKV observes the last ``window`` rows. H2O needs an empty session.
         """
         parts = self._parts(chunks)
         total = sum(len(a) for _, a in parts)
@@ -113,6 +122,8 @@ class Session(NativeObject):
         if total > free:
             raise ContextFullError(f"{total} positions do not fit: {self.n_past} of the context's "
                                    f"{self.n_ctx} are used, {free} are free")
+        if kv_stats is not None and kv_stats is not False:
+            self._start_kv_stats(parts, total, kv_stats, p, window)
         out = np.empty((total if all_logits else 1, self.n_vocab), dtype=np.float32)
         h, off = self._handle(), 0
         for i, (kind, arr) in enumerate(parts):
@@ -126,6 +137,25 @@ class Session(NativeObject):
                 check(lib.vlc_session_prefill_embd(h, ffi.from_buffer("float[]", arr), n, arr.shape[1], buf, rows))
             off += n
         return out if all_logits else out[0]
+
+    def _start_kv_stats(self, parts: list, total: int, kv_stats, p: float, window: int) -> None:
+        """Turns on the statistics sets kv_stats asks for, over the rows of this prefill."""
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise InvalidArgumentError(f"window={window!r}, expected an int >= 1")
+        if kv_stats is True:
+            sets = set(kvcache.STATS_SETS)
+        else:
+            names = [kv_stats] if isinstance(kv_stats, str) else list(kv_stats)
+            sets = {"scores"}.union(*(kvcache.needs(n) for n in names))
+        start, end = self.n_past, self.n_past + total
+        v, pos = max((p0 + n for p0, n in self.image_spans), default=0), start
+        for kind, arr in parts:
+            pos += len(arr)
+            if kind == "embd":
+                v = pos
+        w0 = v if 0 < v < end else end - min(window, end - start)
+        self.set_attn_stats(max(w0, start), p=p, h2o="h2o" in sets,
+                            snapkv_window=min(window, total) if "snapkv" in sets else 0, window_end=end)
 
     def _parts(self, chunks) -> list:
         """Normalises prefill input into [("tokens", int32[n]) | ("embd", float32[n, C])]."""
@@ -226,6 +256,73 @@ class Session(NativeObject):
 
         return {"sparsity": sparsity, "scores": sums(lib.VLC_ATTN_WINDOW), "h2o": sums(lib.VLC_ATTN_H2O),
                 "snapkv": sums(lib.VLC_ATTN_SNAPKV), "rows": lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW)}
+
+    # ---- KV-cache compression
+
+    def compress(self, budget: float = 0.1, policy: str = "vl-cache", *, decode_room: int = 256,
+                 **params) -> kvcache.CompressReport:
+        """Keeps only the prompt entries a policy chooses, per layer and KV head, and gives the rest back.
+
+        Call once, after the prompt's prefill (with ``kv_stats`` naming this policy or
+        True when the policy ranks tokens by attention). ``budget`` in (0, 1] is the
+        fraction of the prompt's KV entries kept over all layers; ``policy`` is one of
+        :data:`vlcache_native.kvcache.POLICIES`; ``decode_room`` entries per head are
+        reserved for the tokens to come (more grow the buffers); ``params`` are the
+        policy's (see :func:`vlcache_native.kvcache.kv_params`). Tokens decoded before
+        the call are all kept. Decoding then continues at :attr:`n_past`; :meth:`reset`
+        makes the session whole again. Returns a :class:`~vlcache_native.kvcache.CompressReport`.
+        """
+        h = self._handle()
+        prm = kvcache.kv_params(policy, budget, decode_room=decode_room, **params)
+        L, Hkv = self._model.n_layer, self._model.n_head_kv
+        sparsity = None
+        if lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW) > 0:
+            sparsity = np.empty(L, dtype=np.float64)
+            check(lib.vlc_session_attn_sparsity(h, lib.VLC_ATTN_WINDOW,
+                                                ffi.from_buffer("double[]", sparsity, require_writable=True), L))
+        budgets = np.zeros(L, dtype=np.int32)
+        rep = ffi.new("vlc_compress_report *")
+        check(lib.vlc_session_compress(h, prm, ffi.from_buffer("int32_t[]", budgets, require_writable=True), rep))
+        m = rep.n_prompt
+        kept = [[pos[pos < m] for pos in (self.kv_positions(l, g) for g in range(Hkv))] for l in range(L)]
+        return kvcache.CompressReport(policy=policy, budget=float(budget), n_prompt=m, sparsity=sparsity,
+                                      layer_budgets=budgets.astype(np.int64), kept=kept,
+                                      kv_bytes_before=int(rep.kv_bytes_before), kv_bytes_after=int(rep.kv_bytes_after),
+                                      seconds=rep.seconds)
+
+    @property
+    def compressed(self) -> bool:
+        """True after :meth:`compress`, until :meth:`reset`."""
+        return bool(lib.vlc_session_is_compressed(self._handle()))
+
+    def kv_positions(self, layer: int, head: int) -> np.ndarray:
+        """Original positions of the entries KV head ``head`` of ``layer`` holds (int32, ascending)."""
+        h = self._handle()
+        n = lib.vlc_session_kv_len(h, layer, head)
+        if n < 0:
+            raise InvalidArgumentError(f"layer {layer}, KV head {head}: expected 0 .. {self._model.n_layer - 1}, "
+                                       f"0 .. {self._model.n_head_kv - 1}")
+        out = np.empty(n, dtype=np.int32)
+        n_out = ffi.new("int32_t *")
+        check(lib.vlc_session_kv_positions(h, layer, head, ffi.from_buffer("int32_t[]", out, require_writable=True)
+                                           if n else ffi.NULL, n, n_out))
+        return out
+
+    def kv_lengths(self) -> np.ndarray:
+        """Entries each layer and KV head holds, int [n_layer, n_head_kv]."""
+        h = self._handle()
+        return np.array([[lib.vlc_session_kv_len(h, l, g) for g in range(self._model.n_head_kv)]
+                         for l in range(self._model.n_layer)], dtype=np.int64)
+
+    def clone(self) -> "Session":
+        """A new session holding a copy of this one's state (KV cache, position, images, statistics)."""
+        out = ffi.new("vlc_session **")
+        check(lib.vlc_session_clone(self._handle(), out))
+        s = Session.__new__(Session)
+        s._model, s._ptr = self._model, out[0]
+        s.n_vocab, s.kv_type, s.n_ctx = self.n_vocab, self.kv_type, self.n_ctx
+        self._model._sessions.add(s)
+        return s
 
     def decode(self, token_id: int) -> np.ndarray:
         """Runs one token at position ``n_past``; returns its logits ``[n_vocab]``."""
