@@ -9,10 +9,11 @@
 // pairwise summation (np_sum below), so the breakpoints, remainders and ties come out the
 // same. Arithmetic is double throughout.
 //
-// What it is not: it never touches K / V or a session (vlc_session_compress in api.c / text.c
-// gathers the statistics and moves the entries), and it does not compute attention
-// statistics (the attention kernels do). It is a pure function: scratch is allocated and
-// freed inside vlc_kv_plan, nothing is kept between calls.
+// What it is not: it never touches K / V or a session (the session side of
+// vlc_session_compress gathers the statistics, calls vlc_kv_plan and moves the entries), and
+// it does not compute attention statistics (the attention kernels do). vlc_kv_plan is a pure
+// function: its scratch is allocated and freed inside the call, nothing is kept between calls.
+// Sizes: L = n_layer, Hkv = n_head_kv, m = prompt entries ranked.
 #include "error.h"
 
 #include <math.h>
@@ -266,7 +267,7 @@ static int dbl_cmp(const void * pa, const void * pb) {
     return a < b ? -1 : a > b;
 }
 
-// Scratch of water_fill: 6 n doubles.
+// Scratch of water_fill (views into one allocation).
 typedef struct vlc_wf_scratch {
     double * w;       // [n] the weights (ones when all are zero)
     double * s_floor; // [n] below this s entry i sits at lo (inf for zero weights)

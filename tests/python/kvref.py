@@ -19,7 +19,7 @@ Rules fixed here where VLCACHE.md is silent (each is marked "choice" below):
 - exact total: continuous water-filling t_l = clip(s * w_l, lo, hi) with sum t_l = T, then
   largest-remainder rounding (ties to the lower index). Used for vl-cache, uniform and pyramid
   budgets and for AdaKV's head split.
-- recent window: w = min(k, ceil(recent_frac * k - 1e-9)); the epsilon absorbs 0.1 * 30 > 3.
+- recent window: w = min(k, ceil(recent_frac * k - 1e-9)); the epsilon absorbs 0.14 * 50 = 7.000000000000001.
   The same 1e-9 guards every other float -> integer floor (RECENT_EPS).
 - ties in top-k: the lower position wins. Kept positions are returned in ascending order.
 - random: splitmix64 scores (C can reproduce them), not NumPy's generator.
