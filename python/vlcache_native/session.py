@@ -271,6 +271,13 @@ class Session(NativeObject):
         policy's (see :func:`vlcache_native.kvcache.kv_params`). Tokens decoded before
         the call are all kept. Decoding then continues at :attr:`n_past`; :meth:`reset`
         makes the session whole again. Returns a :class:`~vlcache_native.kvcache.CompressReport`.
+
+        Edge cases: every layer keeps at least one entry, and when its budget k is
+        smaller than the recent window, the window (``ceil(recent_frac * k)``, at most k)
+        is all it keeps; a prompt without an image, or whose image ends it, uses its last
+        ``window`` rows as the post-vision window; a budget <= 0, > 1 or NaN, a second
+        compress, and a compress before any prefill raise InvalidArgumentError and leave
+        the session as it was.
         """
         h = self._handle()
         prm = kvcache.kv_params(policy, budget, decode_room=decode_room, **params)
