@@ -1,14 +1,15 @@
 // ops_cpu.c: reference CPU kernels (see ops_cpu.h): f16 / bf16 conversion, dot product,
-// RMSNorm, softmax, SwiGLU, RoPE, matmul over F32 / F16 / BF16 weight rows, and the
-// flash-style attention of one query position, and the attention statistics of a window
-// of query rows (sparsity counts, per-key weight sums) recomputed tile by tile.
+// RMSNorm, softmax, SwiGLU, RoPE, matmul over F32 / F16 / BF16 weight rows, and the vision
+// ops. The attention kernels (reference and SIMD) live in ops_attn.c.
 //
 // Is: portable C11 with loops gcc -O3 can vectorize (fixed 8-wide partial sums); every
 // output element is computed in one fixed order, so threading never changes a bit.
 // Is not: SIMD intrinsics, quantized types or anything that allocates (callers pass work
 // buffers). Letters as in ops_cpu.h.
 #include "ops_cpu.h"
+#include "ops_qsimd.h"
 #include "ops_simd.h"
+#include "quant.h"
 
 #include <math.h>
 #include <string.h>
@@ -119,6 +120,8 @@ void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n) {
         for (int64_t i = 0; i < n; i++) {
             d[i] = (uint32_t) s[i] << 16;
         }
+    } else {
+        vlc_dequantize_row(type, src, dst, n);  // block types: n is a multiple of the block
     }
 }
 
@@ -259,6 +262,15 @@ void vlc_cpu_rope(float * x, int32_t n_head, int32_t D, const float * cs) {
 void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
                          int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
                          int accumulate, float * work) {
+    if (vlc_act_kind(type)) {
+        // block-quantized weights: each token's activations quantized into work, then the
+        // quantized kernels (callers with many rows quantize once: vlc_qmatmul_rows)
+        for (int64_t t = 0; t < n_tok; t++) {
+            vlc_quantize_act_row(type, x + t * ldx, work, n_in);
+            vlc_qmatmul_rows(y + t * ldy, ldy, w, type, work, n_in, 1, r0, r1, accumulate);
+        }
+        return;
+    }
     if (vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, n_tok, r0, r1, accumulate, work)) {
         return;  // AVX2 / AVX-512 kernels (ops_simd.c) when the CPU has them
     }
@@ -326,136 +338,7 @@ void vlc_cpu_matmul_mt(vlc_pool * pool, float * y, const void * w, uint32_t type
 }
 
 // ---------------------------------------------------------------------------
-// attention
-
-size_t vlc_cpu_attn_work_floats(int32_t G, int32_t D) {
-    return (size_t) G * VLC_ATTN_TILE + 2 * (size_t) VLC_ATTN_TILE * (size_t) D + 2 * (size_t) G;
-}
-
-size_t vlc_cpu_attn_stats_work_floats(int32_t D) {
-    return (size_t) VLC_ATTN_TILE * (size_t) D + VLC_ATTN_TILE;
-}
-
-void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const void * v,
-                  uint32_t kv_type, int64_t N, int32_t D, float scale, float * work) {
-    vlc_cpu_attn_ml(out, NULL, q, G, k, v, kv_type, N, D, scale, work);
-}
-
-void vlc_cpu_attn_ml(float * out, float * ml, const float * q, int32_t G, const void * k, const void * v,
-                     uint32_t kv_type, int64_t N, int32_t D, float scale, float * work) {
-    float * s  = work;                                // [G, TILE] scores of the current tile
-    float * kt = s + (size_t) G * VLC_ATTN_TILE;      // [TILE, D] keys as f32
-    float * vt = kt + (size_t) VLC_ATTN_TILE * D;     // [TILE, D] values as f32
-    float * mx = vt + (size_t) VLC_ATTN_TILE * D;     // [G] running max
-    float * l  = mx + G;                              // [G] running sum of exp(s - max)
-    const size_t es = vlc_type_size(kv_type);
-
-    for (int32_t g = 0; g < G; g++) {
-        mx[g] = -INFINITY;
-        l[g]  = 0.0f;
-    }
-    memset(out, 0, (size_t) G * (size_t) D * sizeof(float));
-
-    for (int64_t j0 = 0; j0 < N; j0 += VLC_ATTN_TILE) {
-        const int64_t nt = N - j0 < VLC_ATTN_TILE ? N - j0 : VLC_ATTN_TILE;
-        const float * kr;  // [nt, D]
-        const float * vr;  // [nt, D]
-        if (kv_type == VLC_TYPE_F32) {
-            kr = (const float *) k + j0 * D;
-            vr = (const float *) v + j0 * D;
-        } else {
-            vlc_cpu_to_f32(kt, (const char *) k + (size_t) (j0 * D) * es, kv_type, nt * D);
-            vlc_cpu_to_f32(vt, (const char *) v + (size_t) (j0 * D) * es, kv_type, nt * D);
-            kr = kt;
-            vr = vt;
-        }
-        for (int32_t g = 0; g < G; g++) {
-            const float * qg   = q + (size_t) g * D;
-            float *       sg   = s + (size_t) g * VLC_ATTN_TILE;
-            float *       og   = out + (size_t) g * D;
-            float         tmax = -INFINITY;
-            for (int64_t j = 0; j < nt; j++) {
-                sg[j] = vlc_cpu_dot(qg, kr + j * D, D) * scale;
-                tmax  = sg[j] > tmax ? sg[j] : tmax;
-            }
-            const float m_new = tmax > mx[g] ? tmax : mx[g];
-            if (mx[g] != m_new) {
-                // rescale what was accumulated under the old max (nothing on the first tile)
-                const float alpha = mx[g] == -INFINITY ? 0.0f : expf(mx[g] - m_new);
-                for (int32_t d = 0; d < D; d++) {
-                    og[d] *= alpha;
-                }
-                l[g] *= alpha;
-                mx[g] = m_new;
-            }
-            for (int64_t j = 0; j < nt; j++) {
-                const float   p  = expf(sg[j] - m_new);
-                const float * vj = vr + j * D;
-                l[g] += p;
-                for (int32_t d = 0; d < D; d++) {
-                    og[d] += p * vj[d];
-                }
-            }
-        }
-    }
-    for (int32_t g = 0; g < G; g++) {
-        const float inv = 1.0f / l[g];
-        float *     og  = out + (size_t) g * D;
-        for (int32_t d = 0; d < D; d++) {
-            og[d] *= inv;
-        }
-        if (ml) {
-            ml[2 * g]     = mx[g];
-            ml[2 * g + 1] = l[g];
-        }
-    }
-}
-
-// Tile by tile over the key range, keys converted once per tile and shared by every row
-// and head; for a fixed key the contributions arrive in row order, then head order, so
-// the sums do not depend on how the caller splits the key range or rows into tasks
-// (as long as each key range is one task and rows are visited in order).
-void vlc_cpu_attn_stats(double * colsum, int64_t * count, const float * q, int64_t ldq, int32_t W, int64_t n0,
-                        const float * ml, int64_t ldml, int32_t G, const void * k, uint32_t kv_type, int64_t j0,
-                        int64_t j1, int32_t D, float scale, float p, float * work) {
-    const size_t es = vlc_type_size(kv_type);
-    float *      kt = work;                       // [TILE, D] keys as f32
-    float *      e  = work + (size_t) VLC_ATTN_TILE * D;  // [TILE] exp(s - max) of one row and head
-    // no row sees past n0 + W - 1 entries
-    const int64_t jend = j1 < n0 + W - 1 ? j1 : n0 + W - 1;
-    for (int64_t t0 = j0; t0 < jend; t0 += VLC_ATTN_TILE) {
-        const int64_t nt = jend - t0 < VLC_ATTN_TILE ? jend - t0 : VLC_ATTN_TILE;
-        const float * kr;  // [nt, D]
-        if (kv_type == VLC_TYPE_F32) {
-            kr = (const float *) k + t0 * D;
-        } else {
-            vlc_cpu_to_f32(kt, (const char *) k + (size_t) (t0 * D) * es, kv_type, nt * D);
-            kr = kt;
-        }
-        double * cs = colsum + (t0 - j0);
-        // first row that sees key t0: n0 + r > t0
-        int32_t r_first = t0 >= n0 ? (int32_t) (t0 - n0 + 1) : 0;
-        for (int32_t r = r_first; r < W; r++) {
-            const int64_t vis = n0 + r - t0;              // keys of this tile row r sees
-            const int64_t nr  = vis < nt ? vis : nt;
-            for (int32_t g = 0; g < G; g++) {
-                const float * qg  = q + (int64_t) r * ldq + (int64_t) g * D;
-                const float   mx  = ml[(int64_t) r * ldml + 2 * g];
-                const float   inv = 1.0f / ml[(int64_t) r * ldml + 2 * g + 1];
-                int64_t       c   = 0;
-                for (int64_t j = 0; j < nr; j++) {
-                    // the score exactly as vlc_cpu_attn computes it, so e <= 1 and the max gives 1
-                    e[j] = expf(vlc_cpu_dot(qg, kr + j * D, D) * scale - mx);
-                    c += e[j] >= p;
-                }
-                for (int64_t j = 0; j < nr; j++) {
-                    cs[j] += (double) (e[j] * inv);
-                }
-                count[g] += c;
-            }
-        }
-    }
-}
+// attention: ops_attn.c (reference and SIMD kernels together)
 
 // ---------------------------------------------------------------------------
 // ---- vision ops

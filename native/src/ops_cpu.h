@@ -23,7 +23,8 @@ uint16_t vlc_f32_to_bf16(float f);
 // Bytes of one element of a VLC_TYPE_F32 / F16 / BF16 array; 0 for any other type.
 size_t vlc_type_size(uint32_t type);
 
-// dst[n] (f32) <- src[n] of type (F32 / F16 / BF16).
+// dst[n] (f32) <- src[n] of type (F32 / F16 / BF16, or a block type of quant.h with n a
+// multiple of its block).
 void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n);
 // dst[n] of type (F32 / F16 / BF16) <- src[n] (f32).
 void vlc_cpu_from_f32(void * dst, const float * src, uint32_t type, int64_t n);
@@ -57,7 +58,8 @@ void vlc_cpu_rope_table(float * cs, int32_t pos, int32_t D, float freq_base, flo
 void vlc_cpu_rope(float * x, int32_t n_head, int32_t D, const float * cs);
 
 // ---------------------------------------------------------------------------
-// matmul: y = W x, W [n_out, n_in] stored as rows of F32 / F16 / BF16 (GGUF ne = [n_in, n_out]).
+// matmul: y = W x, W [n_out, n_in] stored as rows of F32 / F16 / BF16 or a block type of
+// quant.h (GGUF ne = [n_in, n_out]).
 
 // Rows a matmul task owns; the threaded matmul splits the output rows in blocks of this
 // many. Work per thread: VLC_MATMUL_ROWS * n_in floats (unused for F32 weights).
@@ -73,6 +75,9 @@ enum { VLC_MATMUL_FUSED_MAX_TOK = 3 };
 // VLC_MATMUL_FUSED_MAX_TOK tokens converted inside the dot. Every y element is one dot in
 // vlc_cpu_dot's summation order, so the result depends neither on r0, r1, the blocking,
 // nor on n_tok (decode gives the same bits as the same row inside a prefill).
+// Block-quantized W: each token's row is quantized to 8-bit activation blocks (quant.h)
+// into work and run through vlc_qmatmul_rows (ops_qsimd.h), the same bits as a caller
+// that quantizes the activations once and calls vlc_qmatmul_rows itself.
 void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
                          int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
                          int accumulate, float * work);
@@ -87,25 +92,47 @@ void vlc_cpu_matmul_mt(vlc_pool * pool, float * y, const void * w, uint32_t type
                        int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work);
 
 // ---------------------------------------------------------------------------
-// attention of one query position against one KV head
+// attention of query rows against one KV head (ops_attn.c): the reference kernels (VLC_SIMD
+// off, non-x86 builds, KV types other than F32 / F16) and AVX2 / AVX-512 kernels chosen by
+// vlc_simd_level(). Each level has one fixed arithmetic per query vector (ops_attn.c's
+// header comment), so a row's result depends neither on R, its place in the block, the
+// thread split nor the chunking (a decode step gives the bits of its prefill row); the
+// AVX2 and AVX-512 kernels give the same bits, the reference (vlc_cpu_dot, expf) others.
 
-// Keys handled per tile by vlc_cpu_attn: the scores of one tile are all it keeps.
+// Keys per tile; tiles start at multiples of it (absolute entry index).
 enum { VLC_ATTN_TILE = 64 };
+// Query vectors (rows x G) the block kernel carries through the keys together: each K / V
+// tile is converted once per pass of max(1, VLC_ATTN_PASS / G) rows.
+enum { VLC_ATTN_PASS = 256 };
 
-// Floats of work vlc_cpu_attn needs for G query heads of dimension D.
+// Rows of one pass: max(1, VLC_ATTN_PASS / G). Blocks of a multiple of it waste nothing.
+int32_t vlc_cpu_attn_pass_rows(int32_t G);
+
+// Floats of work the attention kernels need for G query heads of dimension D, any R
+// (aligned to 64 bytes inside).
 size_t vlc_cpu_attn_work_floats(int32_t G, int32_t D);
 
-// out[G, D] = softmax(q k^T * scale) v for the G query heads q[G, D] that share one KV
-// head whose entries are k[N, D] and v[N, D] (type F32 or F16), all N entries visible
-// (the caller passes the causal prefix). Flash style: keys are visited in tiles of
-// VLC_ATTN_TILE with a running max and normaliser per query head (online softmax), so no
-// N-long score row is ever stored. N >= 1. out must not overlap q.
+// Flash attention of R consecutive query rows against the entries k[N, D], v[N, D] (type
+// F32 or F16) of one KV head shared by G query heads:
+//   q    row r's G query heads at q + r * ldq ([G, D])
+//   out  row r's G outputs at out + r * ldo ([G, D]); must not overlap q
+//   n0   entries row 0 sees (>= 1); row r sees n0 + r (causal) or n0 (causal == 0)
+//   ml   NULL, or row r's final softmax (max, sum) of head g at ml[r * ldml + 2g], [.. + 1]
+// out_g = softmax(q_g k^T * scale) v over the visible entries, keys in tiles of
+// VLC_ATTN_TILE with a running max and normaliser per row and head (online softmax), no
+// row x key matrix stored. work [vlc_cpu_attn_work_floats(G, D)].
+void vlc_cpu_attn_rows(float * out, int64_t ldo, float * ml, int64_t ldml, const float * q, int64_t ldq, int32_t R,
+                       int64_t n0, int causal, int32_t G, const void * k, const void * v, uint32_t kv_type, int32_t D,
+                       float scale, float * work);
+
+// One query position: out[G, D] for q[G, D] against all N entries (vlc_cpu_attn_rows with
+// R = 1, n0 = N).
 void vlc_cpu_attn(float * out, const float * q, int32_t G, const void * k, const void * v,
                   uint32_t kv_type, int64_t N, int32_t D, float scale, float * work);
 
 // The same, bit for bit, and also writes each query head's final softmax max and sum:
 // ml[2g] = max_j s_gj, ml[2g + 1] = sum_j exp(s_gj - max) (the online normaliser, in f32),
-// s = (q_g . k_j) * scale as vlc_cpu_dot computes it. ml [G, 2] may be NULL.
+// s_gj the score as the active level computes it. ml [G, 2] may be NULL.
 void vlc_cpu_attn_ml(float * out, float * ml, const float * q, int32_t G, const void * k, const void * v,
                      uint32_t kv_type, int64_t N, int32_t D, float scale, float * work);
 
@@ -114,12 +141,13 @@ size_t vlc_cpu_attn_stats_work_floats(int32_t D);
 
 // Attention statistics of W consecutive query rows against the entries [j0, j1) of one
 // KV head, without any row x key matrix: scores are recomputed tile by tile once each
-// row's max and normaliser are known (from vlc_cpu_attn_ml).
+// row's max and normaliser are known (from vlc_cpu_attn_rows / _ml).
 //   q    row r's G query heads at q + r * ldq, [G, D] each (r = 0 .. W-1)
 //   n0   entries visible to row 0 (causal prefix 0 .. n0-1, n0 >= 1); row r sees n0 + r
 //   ml   row r's (max, sum) of head g at ml[r * ldml + 2g], ml[r * ldml + 2g + 1]
-// For every visible entry j of [j0, j1), with e = expf(s - max) computed from the same
-// f32 score as vlc_cpu_attn (so 0 <= e <= 1, and the row max gives exactly 1):
+// For every visible entry j of [j0, j1), with e = exp(s - max) computed from the same f32
+// score and with the same exp as the attention of the active level (so 0 <= e <= 1, and
+// the row max gives exactly 1):
 //   colsum[j - j0] += (double) (e * (1 / sum))   summed over rows r (in order) then heads g
 //   count[g]       += (e >= p)                  i.e. weight >= p * row max, decided on e
 // colsum [j1 - j0] and count [G] accumulate. The weights are f32 (as the attention uses
@@ -127,6 +155,11 @@ size_t vlc_cpu_attn_stats_work_floats(int32_t D);
 void vlc_cpu_attn_stats(double * colsum, int64_t * count, const float * q, int64_t ldq, int32_t W, int64_t n0,
                         const float * ml, int64_t ldml, int32_t G, const void * k, uint32_t kv_type, int64_t j0,
                         int64_t j1, int32_t D, float scale, float p, float * work);
+
+// y[n] = exp(x[n]) as the attention kernels of the active level compute it (tests): libm
+// expf for the reference, else the vector polynomial of ops_attn.c (<= 1 ulp; x <= -104
+// gives 0).
+void vlc_cpu_attn_exp(float * y, const float * x, int64_t n);
 
 // ---------------------------------------------------------------------------
 // vision ops (the CLIP ViT and the LLaVA projector, vision.c). Same rules: f32, one fixed
