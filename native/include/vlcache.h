@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 // VLC_CDEF_BEGIN
-#define VLC_ABI_VERSION 4
+#define VLC_ABI_VERSION 5
 
 typedef enum vlc_status {
     VLC_STATUS_OK               =  0,
@@ -48,6 +48,14 @@ typedef enum vlc_status {
 typedef enum vlc_type {
     VLC_TYPE_F32  = 0,
     VLC_TYPE_F16  = 1,
+    VLC_TYPE_Q4_0 = 2,   // 32-element blocks (GGUF_LLAVA.md §4 gives every layout)
+    VLC_TYPE_Q4_1 = 3,
+    VLC_TYPE_Q5_0 = 6,
+    VLC_TYPE_Q5_1 = 7,
+    VLC_TYPE_Q8_0 = 8,
+    VLC_TYPE_Q4_K = 12,  // 256-element super-blocks
+    VLC_TYPE_Q5_K = 13,
+    VLC_TYPE_Q6_K = 14,
     VLC_TYPE_BF16 = 30
 } vlc_type;
 
@@ -349,6 +357,16 @@ VLC_API vlc_status vlc_session_kv_positions(const vlc_session * session, int32_t
 // A new session with a copy of src's state: KV cache (compressed or not), position, image
 // spans, statistics, timings, same parameters. For comparing policies on one prefill.
 VLC_API vlc_status vlc_session_clone(const vlc_session * src, vlc_session ** out);
+
+// ---- weight types and quantization (reference kernels; for tools/quantize.py and tests)
+VLC_API const char * vlc_type_name(int32_t type);              // "Q4_K"; NULL for a type we do not run
+VLC_API int32_t      vlc_type_block_size(int32_t type);        // elements per block; 0 if unknown
+// Bytes of n elements of type (n a multiple of the block size); 0 if unknown or not a multiple.
+VLC_API size_t       vlc_type_row_bytes(int32_t type, int64_t n);
+// Quantizes src [n] (whole rows; n a multiple of the block size) into dst [cap bytes].
+VLC_API vlc_status   vlc_quantize(int32_t type, const float * src, int64_t n, void * dst, size_t cap);
+// dst [n] = the values of src (n elements of type).
+VLC_API vlc_status   vlc_dequantize(int32_t type, const void * src, int64_t n, float * dst);
 
 // ---- sampler (independent of the model; feed it logits)
 VLC_API void       vlc_sampler_params_init(vlc_sampler_params * params);

@@ -204,8 +204,7 @@ vlc_status vlc_model_tensor_f32(const vlc_model * m, const char * name, float * 
     const int64_t ne = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
     VLC_CHECK(n == ne, VLC_STATUS_INVALID_ARG, "tensor '%s' has %lld elements, out holds %lld", name,
               (long long) ne, (long long) n);
-    VLC_CHECK(vlc_type_size(t->type) != 0, VLC_STATUS_UNSUPPORTED, "tensor '%s' has type %s; only F32/F16/BF16 copy out",
-              name, vlc_ggml_type_name(t->type));
+    VLC_TRY(vlc_tensor_type_check(name, t->type, t->ne[0]));
     vlc_cpu_to_f32(out, t->data, t->type, n);
     return VLC_STATUS_OK;
 }

@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "ops_cpu.h"
+#include "quant.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -122,14 +123,21 @@ static vlc_status bind(const vlc_model * m, const char * name, int64_t ne0, int6
     if (!t) {
         return VLC_STATUS_OK;  // optional and absent
     }
-    if (vlc_type_size(t->type) == 0) {
-        return VLC_ERR(VLC_STATUS_UNSUPPORTED, "tensor '%s' has type %s, not supported yet (F32, F16, BF16 are)",
-                       name, vlc_ggml_type_name(t->type));
-    }
+    VLC_TRY(vlc_tensor_type_check(name, t->type, ne0));
     w->data  = t->data;
     w->type  = t->type;
     w->ne[0] = ne0;
     w->ne[1] = ne1 ? ne1 : 1;
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_tensor_type_check(const char * name, uint32_t type, int64_t ne0) {
+    const vlc_type_traits * tt = vlc_type_traits_of(type);
+    VLC_CHECK(tt != NULL, VLC_STATUS_UNSUPPORTED,
+              "tensor '%s' has type %s, not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K are)",
+              name, vlc_ggml_type_name(type));
+    VLC_CHECK(ne0 % tt->blck == 0, VLC_STATUS_FORMAT, "tensor '%s': rows of %lld elements are not whole %s blocks of %d",
+              name, (long long) ne0, tt->name, tt->blck);
     return VLC_STATUS_OK;
 }
 

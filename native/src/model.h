@@ -12,7 +12,7 @@
 // ne[1] = rows (output features), as in GGUF.
 typedef struct vlc_weight {
     const void * data;
-    uint32_t     type;   // VLC_TYPE_F32 / F16 / BF16 (quantized types come later)
+    uint32_t     type;   // VLC_TYPE_*: F32 / F16 / BF16 or a block type (quant.h)
     int64_t      ne[2];
 } vlc_weight;
 
@@ -50,6 +50,10 @@ struct vlc_model {
     char **     meta_cache;   // NUL-terminated copies handed out by vlc_model_meta_str
     int64_t     n_meta_cache;
 };
+
+// model.c: VLC_STATUS_UNSUPPORTED unless type is one we run, VLC_STATUS_FORMAT unless
+// rows of ne0 elements are whole blocks of it; the message names the tensor.
+vlc_status vlc_tensor_type_check(const char * name, uint32_t type, int64_t ne0);
 
 // model.c: reads the llama.* hyperparameters and binds every tensor of the text model
 // from m->gguf, checking names, types and shapes (errors name the key or tensor).

@@ -18,6 +18,8 @@
 
 #include "error.h"
 #include "ops_cpu.h"
+#include "ops_qsimd.h"
+#include "quant.h"
 #include "threads.h"
 
 #include <inttypes.h>
@@ -80,6 +82,8 @@ struct vlc_text_state {
     float *           work;        // [n_threads, work_stride] per-thread kernel scratch
     size_t            work_stride; // floats
     float *           logits;      // [V] logits of the last position run
+    void *            xq[3];       // [B, act row bytes] matmul inputs quantized for the block
+                                   // weight types, per vlc_act_kind (NULL when no weight needs it)
     int               has_logits;
 
     // attention statistics (all NULL / off unless vlc_text_state_set_stats enabled them)
@@ -222,6 +226,33 @@ static vlc_status norms_init(vlc_text_state * st) {
     return VLC_STATUS_OK;
 }
 
+// The matmul inputs quantized once per job for block-quantized weights, one buffer per
+// activation kind the model's matrices read, each row wide enough for any matmul input.
+static vlc_status xq_alloc(vlc_text_state * st) {
+    const vlc_model *   m  = st->m;
+    const vlc_hparams * hp = &m->hp;
+    int64_t max_in = hp->n_embd > (int64_t) hp->n_head * hp->head_dim ? hp->n_embd : (int64_t) hp->n_head * hp->head_dim;
+    max_in         = max_in > hp->n_ff ? max_in : hp->n_ff;
+    for (int32_t il = -1; il < hp->n_layer; il++) {
+        const vlc_layer *  L     = il >= 0 ? &m->layers[il] : NULL;
+        const vlc_weight * ws[7] = { &m->output, NULL, NULL, NULL, NULL, NULL, NULL };
+        if (L) {
+            const vlc_weight * lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+            memcpy(ws, lw, sizeof(ws));
+        }
+        for (int i = 0; i < 7 && ws[i]; i++) {
+            const int kind = vlc_act_kind(ws[i]->type);
+            if (kind && !st->xq[kind]) {
+                const size_t bytes = (size_t) st->n_batch * vlc_act_row_bytes(ws[i]->type, max_in);
+                st->xq[kind]       = aligned_alloc(64, (bytes + 63) & ~(size_t) 63);
+                VLC_CHECK(st->xq[kind] != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of quantized activations",
+                          bytes);
+            }
+        }
+    }
+    return VLC_STATUS_OK;
+}
+
 static vlc_status slab_alloc(vlc_text_state * st) {
     const vlc_hparams * hp = &st->m->hp;
     const size_t B = (size_t) st->n_batch, C = (size_t) hp->n_embd, F = (size_t) hp->n_ff;
@@ -232,6 +263,8 @@ static vlc_status slab_alloc(vlc_text_state * st) {
     max_in        = max_in > F ? max_in : F;
     size_t ws     = (size_t) VLC_MATMUL_ROWS * max_in;
     size_t wa     = vlc_cpu_attn_work_floats(G, hp->head_dim);
+    size_t wst    = vlc_cpu_attn_stats_work_floats(hp->head_dim);
+    wa            = wa > wst ? wa : wst;
     st->work_stride = round16(ws > wa ? ws : wa);
 
     const size_t sizes[] = {
@@ -296,6 +329,9 @@ vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params *
         s = slab_alloc(st);
     }
     if (s == VLC_STATUS_OK) {
+        s = xq_alloc(st);
+    }
+    if (s == VLC_STATUS_OK) {
         s = vlc_pool_create(n_threads, &st->pool);
     }
     if (s != VLC_STATUS_OK) {
@@ -316,6 +352,9 @@ void vlc_text_state_free(vlc_text_state * st) {
     free(st->norm);
     free(st->norm_f32);
     free(st->slab);
+    for (int i = 0; i < 3; i++) {
+        free(st->xq[i]);
+    }
     free(st);
 }
 
@@ -357,6 +396,7 @@ typedef struct fwd_ctx {
     int32_t          T;       // tokens in the chunk
     int32_t          ml_lo;   // chunk rows [ml_lo, ml_hi) keep their softmax (max, sum) in stats_ml
     int32_t          ml_hi;
+    int32_t          arows;   // rows per attention task (a block of consecutive chunk rows)
     int              set;     // statistics set of the current stats_task run
     int32_t          sa, sb;  // its chunk rows [sa, sb)
 } fwd_ctx;
@@ -367,9 +407,8 @@ static void embed_task(void * ctx, int64_t i, int ith) {
     const int64_t     C = m->hp.n_embd;
     float *           x = c->st->x + i * C;
     if (c->tokens) {
-        const size_t es = vlc_type_size(m->tok_embd.type);
-        vlc_cpu_to_f32(x, (const char *) m->tok_embd.data + (size_t) c->tokens[i] * (size_t) C * es,
-                       m->tok_embd.type, C);
+        const size_t row = vlc_row_bytes(m->tok_embd.type, C);
+        vlc_cpu_to_f32(x, (const char *) m->tok_embd.data + (size_t) c->tokens[i] * row, m->tok_embd.type, C);
     } else {
         memcpy(x, c->embd + i * C, (size_t) C * sizeof(float));
     }
@@ -409,23 +448,29 @@ static void kv_store_task(void * ctx, int64_t g, int ith) {
     }
 }
 
-// Token i of the chunk, KV head g: its G query heads attend causally to the head's
-// entries from before the chunk plus the chunk's first i + 1.
+// Rows [i0, i1) of the chunk (block b, the longest rows first), KV head g: their G query
+// heads attend causally to the head's entries from before the chunk plus the chunk's
+// first i + 1. One kernel call per block, so each K / V tile is converted once per block;
+// a row's bits do not depend on the block (ops_cpu.h), hence not on the thread count,
+// n_batch or the chunking either.
 static void attn_task(void * ctx, int64_t task, int ith) {
     const fwd_ctx *        c  = ctx;
     const vlc_text_state * st = c->st;
     const vlc_hparams *    hp = &st->m->hp;
-    const int64_t          i = task / hp->n_head_kv, g = task % hp->n_head_kv;
+    const int64_t          nb = (c->T + c->arows - 1) / c->arows;
+    const int64_t          b = nb - 1 - task / hp->n_head_kv, g = task % hp->n_head_kv;
+    const int64_t          i0 = b * c->arows, i1 = i0 + c->arows < c->T ? i0 + c->arows : c->T;
     const int32_t          G  = hp->n_head / hp->n_head_kv;
     const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
     const vlc_kv_head *    h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
     const float            scale = 1.0f / sqrtf((float) hp->head_dim);
-    float *                ml = NULL;
-    if (i >= c->ml_lo && i < c->ml_hi) {
-        ml = st->stats_ml + (i * hp->n_head + g * G) * 2;
+    float *                ml = NULL;  // [T, H, 2]: kept for every row when a statistics set is on
+    if (st->stats_ml && c->ml_lo < c->ml_hi) {
+        ml = st->stats_ml + (i0 * hp->n_head + g * G) * 2;
     }
-    vlc_cpu_attn_ml(st->att + i * HD + g * G * D, ml, st->q + i * HD + g * G * D, G, h->k, h->v, st->type_kv,
-                    h->n + i + 1, hp->head_dim, scale, st->work + (size_t) ith * st->work_stride);
+    vlc_cpu_attn_rows(st->att + i0 * HD + g * G * D, HD, ml, (int64_t) hp->n_head * 2, st->q + i0 * HD + g * G * D, HD,
+                      (int32_t) (i1 - i0), h->n + i0 + 1, 1, G, h->k, h->v, st->type_kv, hp->head_dim, scale,
+                      st->work + (size_t) ith * st->work_stride);
 }
 
 // Entries per statistics task: one task owns a block of one KV head's entries and visits
@@ -508,6 +553,7 @@ typedef struct mm_out {
     int64_t            ldy;
     const vlc_weight * w;      // [n_out, n_in]
     int                accumulate;
+    const void *       xq;     // block-quantized w: x quantized for it ([T] activation rows), else NULL
 } mm_out;
 
 typedef struct mm_job {
@@ -531,15 +577,42 @@ static void mm_task(void * ctx, int64_t task, int ith) {
     const int64_t  n_out = o->w->ne[1];
     const int64_t  r0    = (task - j->first[k]) * VLC_MATMUL_ROWS;
     const int64_t  r1    = r0 + VLC_MATMUL_ROWS < n_out ? r0 + VLC_MATMUL_ROWS : n_out;
-    vlc_cpu_matmul_rows(o->y, o->ldy, o->w->data, o->w->type, j->x, j->n_in, j->n_in, j->T, r0, r1,
-                        o->accumulate, j->work + (size_t) ith * j->work_stride);
+    if (o->xq) {
+        vlc_qmatmul_rows(o->y, o->ldy, o->w->data, o->w->type, o->xq, j->n_in, j->T, r0, r1, o->accumulate);
+    } else {
+        vlc_cpu_matmul_rows(o->y, o->ldy, o->w->data, o->w->type, j->x, j->n_in, j->n_in, j->T, r0, r1,
+                            o->accumulate, j->work + (size_t) ith * j->work_stride);
+    }
+}
+
+typedef struct xq_job {
+    const float * x;      // [T, n_in]
+    int64_t       n_in;
+    uint32_t      wtype;  // a weight type of the activation kind
+    char *        xq;     // [T, rb]
+    size_t        rb;
+} xq_job;
+
+static void xq_task(void * ctx, int64_t t, int ith) {
+    const xq_job * j = ctx;
+    vlc_quantize_act_row(j->wtype, j->x + t * j->n_in, j->xq + (size_t) t * j->rb, j->n_in);
 }
 
 static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T, int n, const mm_out * outs) {
     mm_job j = { .x = x, .n_in = n_in, .T = T, .n = n, .work = st->work, .work_stride = st->work_stride };
     j.first[0] = 0;
+    int done[3] = { 0, 0, 0 };  // activation kinds quantized for this job
     for (int k = 0; k < n; k++) {
         j.out[k]       = outs[k];
+        const int kind = vlc_act_kind(outs[k].w->type);
+        if (kind) {  // quantize x once per kind, shared by every output that reads it
+            if (!done[kind]) {
+                xq_job q = { x, n_in, outs[k].w->type, st->xq[kind], vlc_act_row_bytes(outs[k].w->type, n_in) };
+                vlc_pool_run(st->pool, xq_task, &q, T);
+                done[kind] = 1;
+            }
+            j.out[k].xq = st->xq[kind];
+        }
         j.first[k + 1] = j.first[k] + (outs[k].w->ne[1] + VLC_MATMUL_ROWS - 1) / VLC_MATMUL_ROWS;
     }
     vlc_pool_run(st->pool, mm_task, &j, j.first[n]);
@@ -571,6 +644,13 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
         }
     }
 
+    // attention tasks: blocks of one kernel pass of rows, halved while there would be fewer
+    // than 4 tasks per thread (any block size gives the same bits)
+    c.arows = vlc_cpu_attn_pass_rows(hp->n_head / hp->n_head_kv);
+    while (c.arows > 1 && ((T + c.arows - 1) / c.arows) * hp->n_head_kv < 4 * st->n_threads) {
+        c.arows = (c.arows + 1) / 2;
+    }
+
     // embeddings (and the RoPE angles of the chunk's positions)
     vlc_pool_run(st->pool, embed_task, &c, T);
 
@@ -586,7 +666,7 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
 
         // qkv
         {
-            const mm_out o[3] = { { st->q, HD, &L->wq, 0 }, { st->k, KD, &L->wk, 0 }, { st->v, KD, &L->wv, 0 } };
+            const mm_out o[3] = { { st->q, HD, &L->wq, 0, NULL }, { st->k, KD, &L->wk, 0, NULL }, { st->v, KD, &L->wv, 0, NULL } };
             mm_run(st, st->xn, C, T, 3, o);
         }
 
@@ -595,7 +675,7 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
         vlc_pool_run(st->pool, kv_store_task, &c, hp->n_head_kv);
 
         // attention (and the statistics of the rows some set asks for)
-        vlc_pool_run(st->pool, attn_task, &c, (int64_t) T * hp->n_head_kv);
+        vlc_pool_run(st->pool, attn_task, &c, ((T + c.arows - 1) / c.arows) * hp->n_head_kv);
         if (c.ml_lo < c.ml_hi) {
             stats_run(st, &c);
         }
@@ -605,7 +685,7 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
 
         // output projection + residual
         {
-            const mm_out o = { st->x, C, &L->wo, 1 };
+            const mm_out o = { st->x, C, &L->wo, 1, NULL };
             mm_run(st, st->att, HD, T, 1, &o);
         }
 
@@ -615,12 +695,12 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
 
         // ffn: down(silu(gate(x)) * up(x)) + residual
         {
-            const mm_out o[2] = { { st->gate, F, &L->w_gate, 0 }, { st->up, F, &L->w_up, 0 } };
+            const mm_out o[2] = { { st->gate, F, &L->w_gate, 0, NULL }, { st->up, F, &L->w_up, 0, NULL } };
             mm_run(st, st->xn, C, T, 2, o);
         }
         vlc_pool_run(st->pool, swiglu_task, &c, T);
         {
-            const mm_out o = { st->x, C, &L->w_down, 1 };
+            const mm_out o = { st->x, C, &L->w_down, 1, NULL };
             mm_run(st, st->gate, F, T, 1, &o);
         }
     }
@@ -632,7 +712,7 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
         c.dst = st->xn + lo * C;
         c.w   = st->norm[2 * hp->n_layer];
         vlc_pool_run(st->pool, rmsnorm_task, &c, T - lo);
-        const mm_out o = { y, hp->n_vocab, &m->output, 0 };
+        const mm_out o = { y, hp->n_vocab, &m->output, 0, NULL };
         mm_run(st, st->xn + lo * C, C, T - lo, 1, &o);
     }
 }

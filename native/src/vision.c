@@ -19,6 +19,7 @@
 #include "vision.h"
 
 #include "error.h"
+#include "model.h"
 #include "ops_cpu.h"
 #include "threads.h"
 
@@ -240,9 +241,7 @@ static vlc_status read_hparams(vlc_vision * v) {
 static vlc_status find_shaped(const vlc_gguf * g, const char * name, int n_dims, const int64_t * ne, int optional,
                               const vlc_gguf_tensor ** out) {
     VLC_TRY(vlc_gguf_find_shaped(g, name, n_dims, ne, optional, out));
-    VLC_CHECK(!*out || vlc_type_size((*out)->type) != 0, VLC_STATUS_UNSUPPORTED,
-              "tensor '%s' has type %s, not supported (F32, F16, BF16 are)", name, vlc_ggml_type_name((*out)->type));
-    return VLC_STATUS_OK;
+    return *out ? vlc_tensor_type_check(name, (*out)->type, ne[0]) : VLC_STATUS_OK;
 }
 
 // Matrix `name` with GGUF ne [n_in, n_out].

@@ -210,9 +210,11 @@ def _edit_missing_attn_k(p):
     p.tensors = [t for t in p.tensors if t[0] != "blk.1.attn_k.weight"]
 
 
-def _edit_quantized(p):
-    t = p.tensor("blk.0.attn_q.weight")
-    t[1], t[3] = 8, bytes(t[2][0] * t[2][1] // 32 * 34)  # Q8_0: 34 bytes per 32 weights
+def _edit_type(type_id, block, block_bytes):
+    def edit(p):
+        t = p.tensor("blk.0.attn_q.weight")
+        t[1], t[3] = type_id, bytes(t[2][0] * t[2][1] // block * block_bytes)
+    return edit
 
 
 def _edit_bias(p):
@@ -232,7 +234,9 @@ def _edit_u32(key, value):
 
 @pytest.mark.parametrize("edit,exc,match", [
     (_edit_missing_attn_k, vc.ModelFormatError, "missing tensor 'blk.1.attn_k.weight'"),
-    (_edit_quantized, vc.UnsupportedError, r"tensor 'blk.0.attn_q.weight' has type Q8_0, not supported yet"),
+    (_edit_type(9, 32, 36), vc.UnsupportedError, r"tensor 'blk.0.attn_q.weight' has type Q8_1, not supported"),
+    (_edit_type(12, 32, 18), vc.ModelFormatError,  # rows of 64 cannot hold Q4_K's 256-element blocks
+     r"tensor 'blk.0.attn_q.weight': ne\[0\] = 64 is not a multiple of the Q4_K block size 256"),
     (lambda p: p.set_str("llama.rope.scaling.type", "yarn"), vc.UnsupportedError, "scaling.type 'yarn'"),
     (_edit_bias, vc.UnsupportedError, "'blk.0.attn_q.bias': biases are not supported"),
     (_edit_u32("llama.attention.head_count_kv", 3), vc.ModelFormatError, "not a multiple of head_count_kv = 3"),
