@@ -203,7 +203,6 @@ def test_plan_and_cli_errors(llama_f16, tmp_path, capsys):
     assert "token_embd.weight" in out and "F16 -> Q8_0" in out and "tensors per type" in out
 
 
-@pytest.mark.xfail(strict=False, reason="needs the model loader and kernels for quantized weights (issue 5)")
 @pytest.mark.parametrize("mix,bound", [("Q8_0", 0.05), ("Q4_K_M", 0.35)])
 def test_quantized_model_runs(llama_f16, quantized, mix, bound):
     """Logits of the quantized model against the F16 model, on a short prompt. Measured
