@@ -2,18 +2,27 @@
 // ops_simd.h): an AVX2+FMA+F16C path (8 lanes) and an AVX-512 path (16 lanes), each
 // compiled with a target attribute (no global -march), chosen once by CPUID.
 //
-// Is: register-blocked dot-product tiles (MR weight rows x NT tokens of accumulators); for
-// prefill, each 16-row block converted (or copied) once into the caller's work buffer in
-// k chunks that stay in L1, the chains saved and resumed between chunks (exact); for
-// decode, weights converted on the fly. Every output is the same L-lane FMA chain over k plus
-// the same horizontal tree whatever the tile, so results never depend on the blocking.
+// Is: for prefill (from NT tokens on: 6 with AVX-512, 3 with AVX2) a packed,
+// register-blocked GEMM. Blocks of up to 64 weight rows are converted once (F16 by
+// vcvtph2ps, BF16 by a shift, both exact) into a 64-byte aligned per-thread buffer, laid
+// out per k chunk and per 4-row group so that a tile reads one contiguous weight stream.
+// Tiles of 4 rows x NT tokens keep their 4 * NT chains in registers (each weight vector
+// feeds NT tokens, each activation vector 4 rows). k is cut in 1024-element chunks whose
+// NT activation rows stay in L1 while every row group of the block passes over them; the
+// chains are saved and resumed between chunks (exact). Below NT tokens (decode) rows are
+// read in place and converted on the fly, 8 rows x 1 token per tile. Every output is the
+// same L-lane FMA chain over k plus the same horizontal tree whatever the tile, chunk or
+// buffer, so results never depend on the blocking.
 // Is not: quantized types, packing of weights at load time, threading (the caller splits
-// rows), or bit-compatible with the reference kernels (it uses FMA).
+// rows; vlc_simd_task_rows suggests how many per task), AVX-512 BF16 dot products
+// (vdpbf16ps adds products in pairs with its own rounding, which breaks the chain
+// contract), or bit-compatible with the reference kernels (it uses FMA).
 #include "ops_simd.h"
 
 #include "ops_cpu.h"
 #include "vlcache.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,7 +102,7 @@ const char * vlc_simd_level_name(int level) {
 
 #if VLC_SIMD_X86
 
-// Weight element kinds of a tile (constants, so that every tile is specialised).
+// Weight element kinds (constants, so that every loop is specialised).
 enum { WT_F32 = 0, WT_F16 = 1, WT_BF16 = 2 };
 
 #define INL static inline __attribute__((always_inline))
@@ -105,10 +114,74 @@ static inline size_t wt_size(int wt) {
 }
 
 // ---------------------------------------------------------------------------
+// prefill blocking, both levels (tuned on a 2-core AVX-512 Xeon: 48 KiB L1d, 2 MiB L2)
+
+#ifndef VLC_SIMD_KC
+#define VLC_SIMD_KC 1024  // k chunk, a multiple of 16: NT activation rows of it stay in L1
+#endif
+#ifndef VLC_SIMD_RB
+#define VLC_SIMD_RB 64  // weight rows packed at once, at most (chain buffer: RB * NT vectors)
+#endif
+#ifndef VLC_SIMD_PACK_BYTES
+#define VLC_SIMD_PACK_BYTES (1 << 20)  // packed rows kept within this (L2-resident)
+#endif
+enum { VLC_SIMD_MR = 4 };  // weight rows of a prefill tile (its tokens: NT of the level)
+
+static inline int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+// a row of n elements in the packed layout (both levels): whole 16-float steps
+static inline int64_t padded(int64_t n) {
+    return (n + 15) / 16 * 16;
+}
+
+// rows packed at once for rows of n elements: within VLC_SIMD_PACK_BYTES, a multiple of
+// the tile rows, at least one tile, at most VLC_SIMD_RB
+static inline int64_t rb_max(int64_t n) {
+    const int64_t rb = (int64_t) (VLC_SIMD_PACK_BYTES / sizeof(float)) / padded(n) / VLC_SIMD_MR * VLC_SIMD_MR;
+    return rb < VLC_SIMD_MR ? VLC_SIMD_MR : rb > VLC_SIMD_RB ? VLC_SIMD_RB : rb;
+}
+
+// ---------------------------------------------------------------------------
+// per-thread packing buffer: grown on demand, 64-byte aligned, freed when the thread
+// exits (a pthread key destructor); NULL when it cannot be had (then decode tiles run).
+
+static pthread_key_t         g_pack_key;
+static pthread_once_t        g_pack_once   = PTHREAD_ONCE_INIT;
+static int                   g_pack_key_ok = 0;
+static _Thread_local float * t_pack        = NULL;
+static _Thread_local size_t  t_pack_cap    = 0;  // floats
+static _Thread_local unsigned t_pack_turn  = 0;  // alternates the token order (see prefill)
+
+static void pack_key_init(void) {
+    g_pack_key_ok = pthread_key_create(&g_pack_key, free) == 0;
+}
+
+static float * pack_buffer(size_t n_floats) {
+    if (n_floats <= t_pack_cap) {
+        return t_pack;
+    }
+    pthread_once(&g_pack_once, pack_key_init);
+    if (!g_pack_key_ok) {
+        return NULL;
+    }
+    float * p = aligned_alloc(64, (n_floats * sizeof(float) + 63) & ~(size_t) 63);
+    if (!p || pthread_setspecific(g_pack_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    free(t_pack);
+    t_pack     = p;
+    t_pack_cap = n_floats;
+    return p;
+}
+
+// ---------------------------------------------------------------------------
 // AVX2: 8 lanes. Prefill tiles 4 rows x 3 tokens (12 accumulators, 3 x vectors, 1 w
 // vector: the 16 ymm registers); decode tiles 8 rows x 1 token (8 independent chains).
 
-enum { A2_MRP = 4, A2_NTP = 3, A2_MRD = 8 };
+enum { A2_L = 8, A2_NT = 3, A2_MRD = 8 };
 
 // 8 weights from element i of row w, converted to f32
 INL TGT_AVX2 __m256 a2_load_w(const void * w, int64_t i, int wt) {
@@ -142,47 +215,74 @@ INL TGT_AVX2 float a2_hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// y[t * ldy + r] (+)= W[r, :] . x[t * ldx + :] for r < MR, t < NT; W rows ws elements apart.
-INL TGT_AVX2 void a2_tile(int MR, int NT, int wt, const void * w, int64_t ws, int64_t wk0, const float * x, int64_t ldx,
-                          int64_t k0, int64_t k1, int64_t n, __m256 * ab, int64_t lda, int init, int fin, float * y,
-                          int64_t ldy, int accumulate) {
+// decode: y[r] (+)= W[r, :] . x for r < MR, rows of w n elements apart, converted on the fly
+INL TGT_AVX2 void a2_dtile(int MR, int wt, const void * w, int64_t n, const float * x, float * y, int accumulate) {
     const size_t es = wt_size(wt);
-    const char * wr[A2_MRD];  // row pointers
-    __m256       acc[A2_MRD][A2_NTP];
+    __m256       acc[A2_MRD];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
-        wr[r] = (const char *) w + (size_t) (r * ws) * es;
+        acc[r] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + A2_L <= n; k += A2_L) {
+        const __m256 xv = _mm256_loadu_ps(x + k);
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) {
-            acc[r][t] = init ? _mm256_setzero_ps() : ab[r * lda + t];
+        for (int r = 0; r < MR; r++) {
+            acc[r] = _mm256_fmadd_ps(a2_load_w((const char *) w + (size_t) (r * n) * es, k, wt), xv, acc[r]);
         }
     }
-    const int64_t ke = k1 < n ? k1 : n;
-    int64_t       k  = k0;
-    for (; k + 8 <= ke; k += 8) {
-        __m256 xv[A2_NTP];
+    if (k < n) {  // tail, zero-padded: the lanes and order of a longer row
+        const __m256 xv = a2_load_w_tail(x, k, n, WT_F32);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            acc[r] = _mm256_fmadd_ps(a2_load_w_tail((const char *) w + (size_t) (r * n) * es, k, n, wt), xv, acc[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        const float d = a2_hsum(acc[r]);
+        y[r]          = accumulate ? y[r] + d : d;
+    }
+}
+
+// prefill: the chains of rows r < MR x tokens t < NT over one k chunk. wp: packed weights
+// [nf + (tail > 0)][MR][8]; x: NT rows ldx apart, at the chunk; nf whole steps, then tail
+// (< 8) elements. ab[r * A2_NT + t]: the chains between chunks (read unless init); fin:
+// reduce and store y[t * ldy + r] instead.
+INL TGT_AVX2 void a2_ptile(int MR, int NT, const float * wp, const float * x, int64_t ldx, int64_t nf, int64_t tail,
+                           __m256 * ab, int init, int fin, float * y, int64_t ldy, int accumulate) {
+    __m256 acc[VLC_SIMD_MR][A2_NT];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
-            xv[t] = _mm256_loadu_ps(x + t * ldx + k);
+            acc[r][t] = init ? _mm256_setzero_ps() : ab[r * A2_NT + t];
+        }
+    }
+    for (int64_t s = 0; s < nf; s++, wp += MR * A2_L) {
+        __m256 xv[A2_NT];
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            xv[t] = _mm256_loadu_ps(x + t * ldx + s * A2_L);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            const __m256 wv = a2_load_w(wr[r], k - wk0, wt);
+            const __m256 wv = _mm256_load_ps(wp + r * A2_L);
 #pragma GCC unroll 8
             for (int t = 0; t < NT; t++) {
                 acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
             }
         }
     }
-    if (k < ke) {  // tail (last chunk only), zero-padded: the lanes and order of a longer row
-        __m256 xv[A2_NTP];
+    if (tail) {
+        __m256 xv[A2_NT];
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
-            xv[t] = a2_load_w_tail(x + t * ldx, k, n, WT_F32);
+            xv[t] = a2_load_w_tail(x + t * ldx, nf * A2_L, nf * A2_L + tail, WT_F32);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            const __m256 wv = a2_load_w_tail(wr[r], k - wk0, n - wk0, wt);
+            const __m256 wv = _mm256_load_ps(wp + r * A2_L);
 #pragma GCC unroll 8
             for (int t = 0; t < NT; t++) {
                 acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
@@ -194,7 +294,7 @@ INL TGT_AVX2 void a2_tile(int MR, int NT, int wt, const void * w, int64_t ws, in
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             if (!fin) {
-                ab[r * lda + t] = acc[r][t];
+                ab[r * A2_NT + t] = acc[r][t];
                 continue;
             }
             const float d  = a2_hsum(acc[r][t]);
@@ -204,24 +304,16 @@ INL TGT_AVX2 void a2_tile(int MR, int NT, int wt, const void * w, int64_t ws, in
     }
 }
 
-// dst[n] (f32) <- src[n] of kind wt (F16 / BF16), exactly
-INL TGT_AVX2 void a2_convert(float * dst, const void * src, int64_t n, int wt) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(dst + i, a2_load_w(src, i, wt));
-    }
-    if (i < n) {
-        float b[8];
-        _mm256_storeu_ps(b, a2_load_w_tail(src, i, n, wt));
-        memcpy(dst + i, b, (size_t) (n - i) * sizeof(float));
-    }
+// 8 weights (zero-padded past n) of row src from element k, as f32
+INL TGT_AVX2 __m256 a2_pack_load(const void * src, int64_t k, int64_t n, int wt) {
+    return k + A2_L <= n ? a2_load_w(src, k, wt) : a2_load_w_tail(src, k, n, wt);
 }
 
 // ---------------------------------------------------------------------------
 // AVX-512: 16 lanes, masked tails. Prefill tiles 4 rows x 6 tokens (24 accumulators,
 // 6 x vectors, 1 w vector of the 32 zmm registers); decode tiles 8 rows x 1 token.
 
-enum { A5_MRP = 4, A5_NTP = 6, A5_MRD = 8 };
+enum { A5_L = 16, A5_NT = 6, A5_MRD = 8 };
 
 // weights i .. i+15 of row w (lanes outside m read as zero, not touched in memory)
 INL TGT_AVX512 __m512 a5_load_w(const void * w, int64_t i, __mmask16 m, int wt) {
@@ -246,6 +338,10 @@ INL TGT_AVX512 __m512 a5_load_w_full(const void * w, int64_t i, int wt) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+static inline __mmask16 a5_mask(int64_t n) {  // the low n (< 16) lanes
+    return (__mmask16) ((1u << n) - 1u);
+}
+
 // (l_i + l_{i+8}) for i < 8, then the AVX2 tree
 INL TGT_AVX512 float a5_hsum(__m512 v) {
     const __m256 lo = _mm512_castps512_ps256(v);
@@ -253,48 +349,71 @@ INL TGT_AVX512 float a5_hsum(__m512 v) {
     return a2_hsum(_mm256_add_ps(lo, hi));
 }
 
-INL TGT_AVX512 void a5_tile(int MR, int NT, int wt, const void * w, int64_t ws, int64_t wk0, const float * x,
-                            int64_t ldx,
-                            int64_t k0, int64_t k1, int64_t n, __m512 * ab, int64_t lda, int init, int fin, float * y,
-                            int64_t ldy, int accumulate) {
+INL TGT_AVX512 void a5_dtile(int MR, int wt, const void * w, int64_t n, const float * x, float * y, int accumulate) {
     const size_t es = wt_size(wt);
-    const char * wr[A5_MRD];
-    __m512       acc[A5_MRD][A5_NTP];
+    __m512       acc[A5_MRD];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
-        wr[r] = (const char *) w + (size_t) (r * ws) * es;
+        acc[r] = _mm512_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + A5_L <= n; k += A5_L) {
+        const __m512 xv = _mm512_loadu_ps(x + k);
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) {
-            acc[r][t] = init ? _mm512_setzero_ps() : ab[r * lda + t];
+        for (int r = 0; r < MR; r++) {
+            acc[r] = _mm512_fmadd_ps(a5_load_w_full((const char *) w + (size_t) (r * n) * es, k, wt), xv, acc[r]);
         }
     }
-    const int64_t ke = k1 < n ? k1 : n;
-    int64_t       k  = k0;
-    for (; k + 16 <= ke; k += 16) {
-        __m512 xv[A5_NTP];
+    if (k < n) {
+        const __mmask16 m  = a5_mask(n - k);
+        const __m512    xv = _mm512_maskz_loadu_ps(m, x + k);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            acc[r] = _mm512_fmadd_ps(a5_load_w((const char *) w + (size_t) (r * n) * es, k, m, wt), xv, acc[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        const float d = a5_hsum(acc[r]);
+        y[r]          = accumulate ? y[r] + d : d;
+    }
+}
+
+INL TGT_AVX512 void a5_ptile(int MR, int NT, const float * wp, const float * x, int64_t ldx, int64_t nf, int64_t tail,
+                             __m512 * ab, int init, int fin, float * y, int64_t ldy, int accumulate) {
+    __m512 acc[VLC_SIMD_MR][A5_NT];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
-            xv[t] = _mm512_loadu_ps(x + t * ldx + k);
+            acc[r][t] = init ? _mm512_setzero_ps() : ab[r * A5_NT + t];
+        }
+    }
+    for (int64_t s = 0; s < nf; s++, wp += MR * A5_L) {
+        __m512 xv[A5_NT];
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            xv[t] = _mm512_loadu_ps(x + t * ldx + s * A5_L);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            const __m512 wv = a5_load_w_full(wr[r], k - wk0, wt);
+            const __m512 wv = _mm512_load_ps(wp + r * A5_L);
 #pragma GCC unroll 8
             for (int t = 0; t < NT; t++) {
                 acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
             }
         }
     }
-    if (k < ke) {
-        const __mmask16 m = (__mmask16) ((1u << (n - k)) - 1u);
-        __m512          xv[A5_NTP];
+    if (tail) {
+        const __mmask16 m = a5_mask(tail);
+        __m512          xv[A5_NT];
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
-            xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + k);
+            xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + nf * A5_L);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            const __m512 wv = a5_load_w(wr[r], k - wk0, m, wt);
+            const __m512 wv = _mm512_load_ps(wp + r * A5_L);
 #pragma GCC unroll 8
             for (int t = 0; t < NT; t++) {
                 acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
@@ -306,7 +425,7 @@ INL TGT_AVX512 void a5_tile(int MR, int NT, int wt, const void * w, int64_t ws, 
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             if (!fin) {
-                ab[r * lda + t] = acc[r][t];
+                ab[r * A5_NT + t] = acc[r][t];
                 continue;
             }
             const float d  = a5_hsum(acc[r][t]);
@@ -316,154 +435,195 @@ INL TGT_AVX512 void a5_tile(int MR, int NT, int wt, const void * w, int64_t ws, 
     }
 }
 
-INL TGT_AVX512 void a5_convert(float * dst, const void * src, int64_t n, int wt) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        _mm512_storeu_ps(dst + i, a5_load_w_full(src, i, wt));
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16) ((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_ps(dst + i, m, a5_load_w(src, i, m, wt));
-    }
+INL TGT_AVX512 __m512 a5_pack_load(const void * src, int64_t k, int64_t n, int wt) {
+    return k + A5_L <= n ? a5_load_w_full(src, k, wt) : a5_load_w(src, k, a5_mask(n - k), wt);
 }
 
 // ---------------------------------------------------------------------------
-// k chunk of the prefill tiles: 16 weight rows and NTP tokens of it stay in L1 (a multiple
-// of 16, so chunks end on whole vectors; the chains are saved and resumed exactly).
-enum { VLC_SIMD_KC = 256 };
+// tile instances: one function per (rows, tokens) shape, so that each keeps its chains in
+// registers; the drivers pick them from a table.
 
-// drivers: one per level, specialised per weight kind. Decode (n_tok < NTP): MRD-row
-// tiles per token, converting on the fly. Prefill: per VLC_MATMUL_ROWS-row block, rows
-// converted once into work (when given), then MRP x NTP tiles over every token; the
-// edges use 1-row and 1-token tiles, which compute the same chains.
+typedef void (*a2_ptile_fn)(const float *, const float *, int64_t, int64_t, int64_t, __m256 *, int, int, float *,
+                            int64_t, int);
+typedef void (*a5_ptile_fn)(const float *, const float *, int64_t, int64_t, int64_t, __m512 *, int, int, float *,
+                            int64_t, int);
 
-#define VLC_SIMD_DRIVER(PFX, TGT, VEC, MRP, NTP, MRD)                                                                  \
-    /* nr rows of W against n_tok tokens. packed: w is f32 in k chunks, chunk k0 at                                    \
-       w + nr * k0 as [nr, kc] (kc = min(KC, n - k0)); else nr rows of n elements. */                                  \
-    INL TGT void PFX##_block(int wt, int packed, float * y, int64_t ldy, const void * w, const float * x,              \
-                             int64_t ldx, int64_t n, int64_t n_tok, int64_t nr, int accumulate) {                      \
-        const size_t es = wt_size(wt);                                                                                 \
-        VEC          ab[VLC_MATMUL_ROWS * NTP]; /* [row, token] chains between k chunks */                             \
-        for (int64_t t0 = 0; t0 < n_tok; t0 += NTP) {                                                                  \
-            const int64_t nt = n_tok - t0 < NTP ? n_tok - t0 : NTP;                                                    \
-            for (int64_t k0 = 0; k0 == 0 || k0 < n; k0 += VLC_SIMD_KC) {                                               \
-                const int64_t k1   = k0 + VLC_SIMD_KC;                                                                 \
-                const int     init = k0 == 0, fin = k1 >= n;                                                           \
-                const int64_t ws   = packed ? (n - k0 < VLC_SIMD_KC ? n - k0 : VLC_SIMD_KC) : n;                       \
-                const int64_t wk0  = packed ? k0 : 0;                                                                  \
-                const char *  wc   = (const char *) w + (packed ? (size_t) (nr * k0) * es : 0);                        \
-                for (int64_t r = 0; r < nr; r += MRP) {                                                                \
-                    const int64_t mr = nr - r < MRP ? nr - r : MRP;                                                    \
-                    const void *  wr = wc + (size_t) (r * ws) * es;                                                    \
-                    const float * xt = x + t0 * ldx;                                                                   \
-                    float *       yt = y + t0 * ldy + r;                                                               \
-                    VEC *         ar = ab + r * NTP;                                                                   \
-                    if (mr == MRP && nt == NTP) {                                                                      \
-                        PFX##_tile(MRP, NTP, wt, wr, ws, wk0, xt, ldx, k0, k1, n, ar, NTP, init, fin, yt, ldy,         \
-                                   accumulate);                                                                        \
-                    } else if (mr == MRP) {                                                                            \
-                        for (int64_t t = 0; t < nt; t++) {                                                             \
-                            PFX##_tile(MRP, 1, wt, wr, ws, wk0, xt + t * ldx, ldx, k0, k1, n, ar + t, NTP, init,       \
-                                       fin, yt + t * ldy, ldy, accumulate);                                            \
-                        }                                                                                              \
-                    } else {                                                                                           \
-                        for (int64_t i = 0; i < mr; i++) {                                                             \
-                            const void * wi = (const char *) wr + (size_t) (i * ws) * es;                              \
-                            if (nt == NTP) {                                                                           \
-                                PFX##_tile(1, NTP, wt, wi, ws, wk0, xt, ldx, k0, k1, n, ar + i * NTP, NTP, init,       \
-                                           fin, yt + i, ldy, accumulate);                                              \
-                            } else {                                                                                   \
-                                for (int64_t t = 0; t < nt; t++) {                                                     \
-                                    PFX##_tile(1, 1, wt, wi, ws, wk0, xt + t * ldx, ldx, k0, k1, n,                    \
-                                               ar + i * NTP + t, NTP, init, fin, yt + t * ldy + i, ldy, accumulate);   \
-                                }                                                                                      \
-                            }                                                                                          \
-                        }                                                                                              \
-                    }                                                                                                  \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-    }                                                                                                                  \
-                                                                                                                       \
-    INL TGT void PFX##_decode(int wt, float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,            \
-                              int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {                      \
-        const size_t es = wt_size(wt);                                                                                 \
-        for (int64_t o = r0; o < r1; o += MRD) {                                                                       \
-            const void * wr = (const char *) w + (size_t) (o * n) * es;                                                \
-            for (int64_t t = 0; t < n_tok; t++) {                                                                      \
-                if (r1 - o >= MRD) {                                                                                   \
-                    PFX##_tile(MRD, 1, wt, wr, n, 0, x + t * ldx, ldx, 0, n, n, NULL, 0, 1, 1, y + t * ldy + o, ldy,   \
-                               accumulate);                                                                            \
-                } else {                                                                                               \
-                    for (int64_t i = 0; o + i < r1; i++) {                                                             \
-                        const void * wi = (const char *) wr + (size_t) (i * n) * es;                                   \
-                        PFX##_tile(1, 1, wt, wi, n, 0, x + t * ldx, ldx, 0, n, n, NULL, 0, 1, 1,                       \
-                                   y + t * ldy + o + i, ldy, accumulate);                                              \
-                    }                                                                                                  \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-    }                                                                                                                  \
-                                                                                                                       \
-    INL TGT void PFX##_matmul(int wt, float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,            \
-                              int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate, float * work) {        \
-        if (n_tok < NTP) {                                                                                             \
-            PFX##_decode(wt, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);                                         \
-            return;                                                                                                    \
-        }                                                                                                              \
-        const size_t es = wt_size(wt);                                                                                 \
-        for (int64_t o0 = r0; o0 < r1; o0 += VLC_MATMUL_ROWS) {                                                        \
-            const int64_t nr = r1 - o0 < VLC_MATMUL_ROWS ? r1 - o0 : VLC_MATMUL_ROWS;                                  \
-            const void *  wb = (const char *) w + (size_t) (o0 * n) * es;                                              \
-            if (work) {                                                                                                \
-                /* f32 copy in k chunks (see _block): a 16-row chunk is contiguous, so it                              \
-                   stays in L1 without the set conflicts of rows n floats apart */                                     \
-                for (int64_t k0 = 0; k0 < n; k0 += VLC_SIMD_KC) {                                                      \
-                    const int64_t kc = n - k0 < VLC_SIMD_KC ? n - k0 : VLC_SIMD_KC;                                    \
-                    for (int64_t i = 0; i < nr; i++) {                                                                 \
-                        PFX##_convert(work + nr * k0 + i * kc, (const char *) wb + (size_t) (i * n + k0) * es, kc,     \
-                                      wt);                                                                             \
-                    }                                                                                                  \
-                }                                                                                                      \
-                PFX##_block(WT_F32, 1, y + o0, ldy, work, x, ldx, n, n_tok, nr, accumulate);                           \
-            } else if (wt == WT_F32) {                                                                                 \
-                PFX##_block(WT_F32, 0, y + o0, ldy, wb, x, ldx, n, n_tok, nr, accumulate);                             \
-            } else {                                                                                                   \
-                PFX##_block(wt, 0, y + o0, ldy, wb, x, ldx, n, n_tok, nr, accumulate);                                 \
-            }                                                                                                          \
-        }                                                                                                              \
-    }                                                                                                                  \
-                                                                                                                       \
-    static TGT void PFX##_matmul_f32(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,             \
-                                     int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate,                 \
-                                     float * work) {                                                                   \
-        PFX##_matmul(WT_F32, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate, work);                                   \
-    }                                                                                                                  \
-    static TGT void PFX##_matmul_f16(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,             \
-                                     int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate,                 \
-                                     float * work) {                                                                   \
-        PFX##_matmul(WT_F16, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate, work);                                   \
-    }                                                                                                                  \
-    static TGT void PFX##_matmul_bf16(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,            \
-                                      int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate,                \
-                                      float * work) {                                                                  \
-        PFX##_matmul(WT_BF16, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate, work);                                  \
+#define VLC_PTILE(PFX, TGT, VEC, MR, NT)                                                                             \
+    static TGT void PFX##_ptile_##MR##x##NT(const float * wp, const float * x, int64_t ldx, int64_t nf,              \
+                                            int64_t tail, VEC * ab, int init, int fin, float * y,                    \
+                                            int64_t ldy, int accumulate) {                                           \
+        PFX##_ptile(MR, NT, wp, x, ldx, nf, tail, ab, init, fin, y, ldy, accumulate);                                \
+    }
+#define VLC_PTILE_ROWS(PFX, TGT, VEC, MR)                                                                            \
+    VLC_PTILE(PFX, TGT, VEC, MR, 1) VLC_PTILE(PFX, TGT, VEC, MR, 2) VLC_PTILE(PFX, TGT, VEC, MR, 3)
+#define VLC_PTILE_ROWS6(PFX, TGT, VEC, MR)                                                                           \
+    VLC_PTILE_ROWS(PFX, TGT, VEC, MR) VLC_PTILE(PFX, TGT, VEC, MR, 4) VLC_PTILE(PFX, TGT, VEC, MR, 5)                \
+    VLC_PTILE(PFX, TGT, VEC, MR, 6)
+
+VLC_PTILE_ROWS(a2, TGT_AVX2, __m256, 1)
+VLC_PTILE_ROWS(a2, TGT_AVX2, __m256, 2)
+VLC_PTILE_ROWS(a2, TGT_AVX2, __m256, 3)
+VLC_PTILE_ROWS(a2, TGT_AVX2, __m256, 4)
+VLC_PTILE_ROWS6(a5, TGT_AVX512, __m512, 1)
+VLC_PTILE_ROWS6(a5, TGT_AVX512, __m512, 2)
+VLC_PTILE_ROWS6(a5, TGT_AVX512, __m512, 3)
+VLC_PTILE_ROWS6(a5, TGT_AVX512, __m512, 4)
+
+// [rows - 1][tokens - 1]
+static const a2_ptile_fn a2_ptiles[VLC_SIMD_MR][A2_NT] = {
+    { a2_ptile_1x1, a2_ptile_1x2, a2_ptile_1x3 },
+    { a2_ptile_2x1, a2_ptile_2x2, a2_ptile_2x3 },
+    { a2_ptile_3x1, a2_ptile_3x2, a2_ptile_3x3 },
+    { a2_ptile_4x1, a2_ptile_4x2, a2_ptile_4x3 },
+};
+static const a5_ptile_fn a5_ptiles[VLC_SIMD_MR][A5_NT] = {
+    { a5_ptile_1x1, a5_ptile_1x2, a5_ptile_1x3, a5_ptile_1x4, a5_ptile_1x5, a5_ptile_1x6 },
+    { a5_ptile_2x1, a5_ptile_2x2, a5_ptile_2x3, a5_ptile_2x4, a5_ptile_2x5, a5_ptile_2x6 },
+    { a5_ptile_3x1, a5_ptile_3x2, a5_ptile_3x3, a5_ptile_3x4, a5_ptile_3x5, a5_ptile_3x6 },
+    { a5_ptile_4x1, a5_ptile_4x2, a5_ptile_4x3, a5_ptile_4x4, a5_ptile_4x5, a5_ptile_4x6 },
+};
+
+// ---------------------------------------------------------------------------
+// drivers: one per level (PFX, L lanes, NT tokens per tile), specialised per weight kind.
+//
+// Packed layout of rb rows (n elements each) at p: k chunk c (k0 = c * KC, kc = min(KC,
+// n - k0), ks = ceil(kc / L) steps) at p + rb * k0; in it, row group g (rows 4g .. 4g + mr
+// - 1, mr = min(4, rb - 4g)) at + 4g * ks * L, as [ks][mr][L], zero-padded past n. Size:
+// rb * ceil(n / L) * L floats.
+
+#define VLC_SIMD_DRIVER(PFX, TGT, VEC, L, NT, MRD)                                                                   \
+    /* rows w [rb, n] of kind wt -> packed f32 at p */                                                               \
+    INL TGT void PFX##_pack(int wt, float * p, const void * w, int64_t n, int64_t rb) {                              \
+        const size_t es = wt_size(wt);                                                                               \
+        for (int64_t r = 0; r < rb; r++) {                                                                           \
+            const int64_t g = r / VLC_SIMD_MR, i = r % VLC_SIMD_MR;                                                  \
+            const int64_t mr  = min64(VLC_SIMD_MR, rb - g * VLC_SIMD_MR);                                            \
+            const void *  src = (const char *) w + (size_t) (r * n) * es;                                            \
+            for (int64_t k0 = 0; k0 < n; k0 += VLC_SIMD_KC) {                                                        \
+                const int64_t ks = (min64(VLC_SIMD_KC, n - k0) + L - 1) / L;                                         \
+                float *       d  = p + rb * k0 + (g * VLC_SIMD_MR * ks + i) * L;                                     \
+                for (int64_t s = 0; s < ks; s++) {                                                                   \
+                    PFX##_store(d + s * mr * L, PFX##_pack_load(src, k0 + s * L, n, wt));                            \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
+    /* rows [r0, r1) x n_tok tokens: blocks of up to rbmax rows packed into p, then for each                         \
+       group of NT tokens, each k chunk, each 4-row group: one tile */                                               \
+    INL TGT void PFX##_prefill(int wt, float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,         \
+                               int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate, float * p,          \
+                               int64_t rbmax) {                                                                      \
+        const size_t  es = wt_size(wt);                                                                              \
+        const int64_t ng = (n_tok + NT - 1) / NT;                                                                    \
+        VEC           ab[VLC_SIMD_RB * NT]; /* [row, token] chains between k chunks */                               \
+        for (int64_t o0 = r0; o0 < r1; o0 += rbmax) {                                                                \
+            const int64_t rb = min64(rbmax, r1 - o0);                                                                \
+            PFX##_pack(wt, p, (const char *) w + (size_t) (o0 * n) * es, n, rb);                                     \
+            /* token groups in alternating directions from one block to the next, so that the                        \
+               activations read last (still in L2) are read first again */                                           \
+            const int rev = (int) (t_pack_turn++ & 1u);                                                              \
+            for (int64_t gi = 0; gi < ng; gi++) {                                                                    \
+                const int64_t t0 = (rev ? ng - 1 - gi : gi) * NT;                                                    \
+                const int64_t nt = min64(NT, n_tok - t0);                                                            \
+                for (int64_t k0 = 0; k0 < n; k0 += VLC_SIMD_KC) {                                                    \
+                    const int64_t kc = min64(VLC_SIMD_KC, n - k0);                                                   \
+                    const int64_t nf = kc / L, tail = kc % L, ks = nf + (tail > 0);                                  \
+                    const int     init = k0 == 0, fin = k0 + VLC_SIMD_KC >= n;                                       \
+                    for (int64_t g = 0; g * VLC_SIMD_MR < rb; g++) {                                                 \
+                        const int64_t mr = min64(VLC_SIMD_MR, rb - g * VLC_SIMD_MR);                                 \
+                        PFX##_ptiles[mr - 1][nt - 1](p + rb * k0 + g * VLC_SIMD_MR * ks * L, x + t0 * ldx + k0, ldx, \
+                                                     nf, tail, ab + g * VLC_SIMD_MR * NT, init, fin,                 \
+                                                     y + t0 * ldy + o0 + g * VLC_SIMD_MR, ldy, accumulate);          \
+                    }                                                                                                \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
+    INL TGT void PFX##_decode(int wt, float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,          \
+                              int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {                    \
+        const size_t es = wt_size(wt);                                                                               \
+        for (int64_t o = r0; o < r1; o += MRD) {                                                                     \
+            const void * wr = (const char *) w + (size_t) (o * n) * es;                                              \
+            for (int64_t t = 0; t < n_tok; t++) {                                                                    \
+                if (r1 - o >= MRD) {                                                                                 \
+                    PFX##_dtile(MRD, wt, wr, n, x + t * ldx, y + t * ldy + o, accumulate);                           \
+                } else {                                                                                             \
+                    for (int64_t i = 0; o + i < r1; i++) {                                                           \
+                        PFX##_dtile(1, wt, (const char *) wr + (size_t) (i * n) * es, n, x + t * ldx,                \
+                                    y + t * ldy + o + i, accumulate);                                                \
+                    }                                                                                                \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
+    INL TGT void PFX##_matmul(int wt, float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,          \
+                              int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {                    \
+        /* below NT tokens packing does not pay: decode tiles convert on the fly */                                  \
+        if (n_tok >= NT && n > 0) {                                                                                  \
+            /* blocks of at most rb_max(n) rows, of about equal size (multiples of 4) */                             \
+            const int64_t nb = (r1 - r0 + rb_max(n) - 1) / rb_max(n);                                                \
+            const int64_t rb = min64((r1 - r0 + nb - 1) / nb + VLC_SIMD_MR - 1, rb_max(n)) / VLC_SIMD_MR *           \
+                               VLC_SIMD_MR;                                                                          \
+            float * p = pack_buffer((size_t) (rb * padded(n)));                                                      \
+            if (p) {                                                                                                 \
+                PFX##_prefill(wt, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate, p, rb);                           \
+                return;                                                                                              \
+            }                                                                                                        \
+        }                                                                                                            \
+        PFX##_decode(wt, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);                                           \
+    }                                                                                                                \
+                                                                                                                     \
+    static TGT void PFX##_matmul_f32(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,           \
+                                     int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {             \
+        PFX##_matmul(WT_F32, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);                                       \
+    }                                                                                                                \
+    static TGT void PFX##_matmul_f16(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,           \
+                                     int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {             \
+        PFX##_matmul(WT_F16, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);                                       \
+    }                                                                                                                \
+    static TGT void PFX##_matmul_bf16(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx,          \
+                                      int64_t n, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {            \
+        PFX##_matmul(WT_BF16, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);                                      \
     }
 
-VLC_SIMD_DRIVER(a2, TGT_AVX2, __m256, A2_MRP, A2_NTP, A2_MRD)
-VLC_SIMD_DRIVER(a5, TGT_AVX512, __m512, A5_MRP, A5_NTP, A5_MRD)
+INL TGT_AVX2 void a2_store(float * d, __m256 v) {
+    _mm256_store_ps(d, v);
+}
+INL TGT_AVX512 void a5_store(float * d, __m512 v) {
+    _mm512_store_ps(d, v);
+}
+
+VLC_SIMD_DRIVER(a2, TGT_AVX2, __m256, A2_L, A2_NT, A2_MRD)
+VLC_SIMD_DRIVER(a5, TGT_AVX512, __m512, A5_L, A5_NT, A5_MRD)
 
 typedef void (*matmul_fn)(float *, int64_t, const void *, const float *, int64_t, int64_t, int64_t, int64_t,
-                          int64_t, int, float *);
+                          int64_t, int);
 
 #endif  // VLC_SIMD_X86
 
 // ---------------------------------------------------------------------------
-// entry point
+// entry points
+
+int64_t vlc_simd_task_rows(int64_t n_in, int64_t n_tok) {
+#if VLC_SIMD_X86
+    const int level = vlc_simd_level();
+    if (level != VLC_SIMD_OFF && n_tok >= (level == VLC_SIMD_AVX512 ? A5_NT : A2_NT) && n_in > 0) {
+        const int64_t rows = rb_max(n_in) / VLC_MATMUL_ROWS * VLC_MATMUL_ROWS;
+        return rows > VLC_MATMUL_ROWS ? rows : VLC_MATMUL_ROWS;
+    }
+#else
+    (void) n_in, (void) n_tok;
+#endif
+    return VLC_MATMUL_ROWS;
+}
 
 int vlc_simd_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
                          int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
                          int accumulate, float * work) {
+    (void) work;  // packing uses the per-thread buffer above
 #if VLC_SIMD_X86
     const int level = vlc_simd_level();
     if (level == VLC_SIMD_OFF) {
@@ -480,11 +640,11 @@ int vlc_simd_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, 
         { a2_matmul_f32, a2_matmul_f16, a2_matmul_bf16 },
         { a5_matmul_f32, a5_matmul_f16, a5_matmul_bf16 },
     };
-    fns[level == VLC_SIMD_AVX512][wt](y, ldy, w, x, ldx, n_in, n_tok, r0, r1, accumulate, work);
+    fns[level == VLC_SIMD_AVX512][wt](y, ldy, w, x, ldx, n_in, n_tok, r0, r1, accumulate);
     return 1;
 #else
     (void) y, (void) ldy, (void) w, (void) type, (void) x, (void) ldx, (void) n_in, (void) n_tok;
-    (void) r0, (void) r1, (void) accumulate, (void) work;
+    (void) r0, (void) r1, (void) accumulate;
     return 0;
 #endif
 }

@@ -19,6 +19,7 @@
 #include "error.h"
 #include "ops_cpu.h"
 #include "ops_qsimd.h"
+#include "ops_simd.h"
 #include "quant.h"
 #include "threads.h"
 
@@ -563,6 +564,7 @@ typedef struct mm_job {
     int           n;
     mm_out        out[3];
     int64_t       first[4];  // first task of each output; first[n] = total
+    int64_t       rows[3];   // output rows per task of each output
     float *       work;
     size_t        work_stride;
 } mm_job;
@@ -575,8 +577,8 @@ static void mm_task(void * ctx, int64_t task, int ith) {
     }
     const mm_out * o     = &j->out[k];
     const int64_t  n_out = o->w->ne[1];
-    const int64_t  r0    = (task - j->first[k]) * VLC_MATMUL_ROWS;
-    const int64_t  r1    = r0 + VLC_MATMUL_ROWS < n_out ? r0 + VLC_MATMUL_ROWS : n_out;
+    const int64_t  r0    = (task - j->first[k]) * j->rows[k];
+    const int64_t  r1    = r0 + j->rows[k] < n_out ? r0 + j->rows[k] : n_out;
     if (o->xq) {
         vlc_qmatmul_rows(o->y, o->ldy, o->w->data, o->w->type, o->xq, j->n_in, j->T, r0, r1, o->accumulate);
     } else {
@@ -613,7 +615,15 @@ static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T
             }
             j.out[k].xq = st->xq[kind];
         }
-        j.first[k + 1] = j.first[k] + (outs[k].w->ne[1] + VLC_MATMUL_ROWS - 1) / VLC_MATMUL_ROWS;
+        // float weights: as many rows per task as the SIMD GEMM reuses x over (the bits do not
+        // depend on it), while every thread still gets at least 4 tasks
+        const int64_t n_out = outs[k].w->ne[1];
+        int64_t       rows  = kind ? VLC_MATMUL_ROWS : vlc_simd_task_rows(n_in, T);
+        while (rows > VLC_MATMUL_ROWS && n_out < 4 * (int64_t) st->n_threads * rows) {
+            rows = rows / 2 > VLC_MATMUL_ROWS ? rows / 2 : VLC_MATMUL_ROWS;
+        }
+        j.rows[k]      = rows;
+        j.first[k + 1] = j.first[k] + (n_out + rows - 1) / rows;
     }
     vlc_pool_run(st->pool, mm_task, &j, j.first[n]);
 }

@@ -1,7 +1,9 @@
 // test_simd.c: the SIMD matmul (ops_simd.c) at every level this CPU has, against a
-// double-precision reference and the reference kernel vlc_cpu_matmul, plus its
-// bit-reproducibility across n_tok, row splits, strides and the work buffer.
-// `test_simd bench [n_threads]` instead times 2048 x 2048 F16 weights at n_tok = 1 and 512.
+// double-precision reference and the reference kernel vlc_cpu_matmul, against a scalar
+// emulation of its bit contract (exact), plus its bit-reproducibility across n_tok, row
+// splits, strides and the work buffer.
+// `test_simd bench` or VLC_SIMD_BENCH=1 instead times x [512, 2048] against F16 weights
+// [5632, 2048] (and the transposed FFN shape) on 1 and 2 threads (see bench below).
 //
 // Tolerance: |got - exact| <= 1e-5 * sum_k |w_k x_k| (the exact dot in double). Why: an
 // L-lane FMA chain of ceil(n / L) steps and a log2(L)-level tree has a worst-case error of
@@ -106,11 +108,11 @@ static void test_accuracy(int level) {
 // bitwise reproducibility: n_tok, row splits, strides, work buffer, accumulate
 
 static void test_bits(int level) {
-    const int64_t n_ins[] = { 33, 257 };
+    const int64_t shapes[3][2] = { { 45, 33 }, { 45, 257 }, { 150, 1041 } };  // { n_out, n_in }: blocks, k chunks
     for (int ti = 0; ti < 3; ti++) {
         const uint32_t type = k_types[ti];
-        for (int ii = 0; ii < 2; ii++) {
-            const int64_t n_out = 45, n_in = n_ins[ii], n_tok = 37, ldx = n_in + 3, ldy = n_out + 5;
+        for (int ii = 0; ii < 3; ii++) {
+            const int64_t n_out = shapes[ii][0], n_in = shapes[ii][1], n_tok = 37, ldx = n_in + 3, ldy = n_out + 5;
             float *       wf    = malloc((size_t) (n_out * n_in) * sizeof(float));
             void *        w     = make_w(type, n_out, n_in, wf);
             float *       work  = malloc((size_t) VLC_MATMUL_ROWS * (size_t) n_in * sizeof(float));
@@ -124,8 +126,8 @@ static void test_bits(int level) {
             vlc_simd_matmul_rows(full, ldy, w, type, x, ldx, n_in, n_tok, 0, n_out, 0, work);
 
             // every token alone (decode), and small batches, give the bits of the big call
-            const int64_t batches[] = { 1, 2, 3, 5, 6, 7 };
-            for (int bi = 0; bi < 6; bi++) {
+            const int64_t batches[] = { 1, 2, 3, 5, 6, 7, 12, 13 };
+            for (int bi = 0; bi < 8; bi++) {
                 const int64_t b = batches[bi];
                 memset(y, 0, (size_t) (n_tok * ldy) * sizeof(float));
                 for (int64_t t0 = 0; t0 < n_tok; t0 += b) {
@@ -137,8 +139,9 @@ static void test_bits(int level) {
                       vlc_simd_level_name(level), type_name(type), (long long) n_in, (long long) b, (long long) n_tok);
             }
             // row splits (as threads would make them), with and without work
-            const int64_t cuts[][4] = { { 0, 1, 2, 45 }, { 0, 5, 22, 45 }, { 0, 16, 32, 45 }, { 0, 13, 44, 45 } };
-            for (int ci = 0; ci < 4; ci++) {
+            const int64_t cuts[][4] = { { 0, 1, 2, n_out },  { 0, 5, 22, n_out },         { 0, 16, 32, n_out },
+                                        { 0, 13, 44, n_out }, { 0, 3, n_out - 1, n_out }, { 0, 33, 34, n_out } };
+            for (int ci = 0; ci < 6; ci++) {
                 memset(y, 0, (size_t) (n_tok * ldy) * sizeof(float));
                 for (int s = 0; s < 3; s++) {
                     vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, n_tok, cuts[ci][s], cuts[ci][s + 1], 0,
@@ -153,11 +156,12 @@ static void test_bits(int level) {
             }
             float * y0 = malloc((size_t) (n_tok * ldy) * sizeof(float));
             memcpy(y0, y, (size_t) (n_tok * ldy) * sizeof(float));
-            vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, n_tok, 3, 40, 1, work);
+            vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, n_tok, 3, n_out - 5, 1, work);
             int ok = 1;
             for (int64_t t = 0; t < n_tok; t++) {
                 for (int64_t o = 0; o < ldy; o++) {
-                    const float want = (o >= 3 && o < 40) ? y0[t * ldy + o] + full[t * ldy + o] : y0[t * ldy + o];
+                    const float want =
+                        (o >= 3 && o < n_out - 5) ? y0[t * ldy + o] + full[t * ldy + o] : y0[t * ldy + o];
                     ok &= memcmp(&want, &y[t * ldy + o], sizeof(float)) == 0;
                 }
             }
@@ -169,21 +173,129 @@ static void test_bits(int level) {
 }
 
 // ---------------------------------------------------------------------------
-// benchmark (not run by ctest)
+// the bit contract (ops_simd.h), emulated in scalar code: lane l of an L-lane chain takes
+// k = l, l + L, ... in increasing order with one fused multiply-add each (fmaf, exact),
+// the tail zero-padded; then (L = 16) lane i + lane i + 8, then
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). Every blocking must give these bits.
+
+static float contract_dot(const float * w, const float * x, int64_t n, int L) {
+    float acc[16];
+    for (int l = 0; l < L; l++) {
+        acc[l] = 0.0f;
+    }
+    for (int64_t k0 = 0; k0 < n; k0 += L) {
+        for (int l = 0; l < L; l++) {
+            const int64_t k = k0 + l;
+            acc[l]          = fmaf(k < n ? w[k] : 0.0f, k < n ? x[k] : 0.0f, acc[l]);
+        }
+    }
+    if (L == 16) {
+        for (int l = 0; l < 8; l++) {
+            acc[l] = acc[l] + acc[l + 8];
+        }
+    }
+    const float s0 = acc[0] + acc[4], s1 = acc[1] + acc[5], s2 = acc[2] + acc[6], s3 = acc[3] + acc[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+// n_tok 1..13 (decode tiles, partial and whole token groups) and 37, k tails around the
+// vector width and the 1024-element k chunk, row counts across the 4-row tiles and the
+// 64-row packed blocks, odd r0 / r1 (rows outside untouched), strides, accumulate.
+static void test_contract(int level) {
+    const int     L      = level == VLC_SIMD_AVX512 ? 16 : 8;
+    const int64_t ins[]  = { 0, 1, 7, 15, 16, 17, 33, 1023, 1024, 1025, 2063 };
+    const int64_t outs[] = { 1, 6, 19, 150 };
+    int64_t       n_checked = 0, n_bad = 0;
+    for (int ti = 0; ti < 3; ti++) {
+        const uint32_t type = k_types[ti];
+        for (size_t ii = 0; ii < sizeof(ins) / sizeof(ins[0]); ii++) {
+            for (size_t oi = 0; oi < sizeof(outs) / sizeof(outs[0]); oi++) {
+                const int64_t n_in = ins[ii], n_out = outs[oi];
+                if (n_in > 64 && n_out == 19) {
+                    continue;  // keeps the run short; 150 covers the long rows
+                }
+                float * wf = malloc((size_t) (n_out * n_in + 1) * sizeof(float));
+                void *  w  = make_w(type, n_out, n_in, wf);
+                for (int64_t n_tok = 1; n_tok <= 14; n_tok++) {
+                    const int64_t T = n_tok == 14 ? 37 : n_tok;
+                    if (n_in > 64 && n_out == 150 && T != 1 && T != 6 && T != 7 && T != 37) {
+                        continue;
+                    }
+                    const int64_t ldx = n_in + (T % 3), ldy = n_out + 1 + (T % 2);
+                    const int64_t r0 = n_out > 2 ? 1 + T % 2 : 0, r1 = n_out > 4 ? n_out - 1 : n_out;
+                    const int     acc = (int) (T % 2);
+                    float *       x   = malloc((size_t) (T * ldx + 1) * sizeof(float));
+                    float *       y   = malloc((size_t) (T * ldy) * sizeof(float));
+                    float *       y0  = malloc((size_t) (T * ldy) * sizeof(float));
+                    for (int64_t i = 0; i < T * ldx; i++) {
+                        x[i] = rng_unif();
+                    }
+                    for (int64_t i = 0; i < T * ldy; i++) {
+                        y0[i] = rng_unif();
+                    }
+                    memcpy(y, y0, (size_t) (T * ldy) * sizeof(float));
+                    vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, T, r0, r1, acc, NULL);
+                    for (int64_t t = 0; t < T; t++) {
+                        for (int64_t o = 0; o < ldy; o++) {
+                            float want = y0[t * ldy + o];
+                            if (o >= r0 && o < r1) {
+                                const float d = contract_dot(wf + o * n_in, x + t * ldx, n_in, L);
+                                want          = acc ? want + d : d;
+                            }
+                            const int same = memcmp(&want, &y[t * ldy + o], sizeof(float)) == 0;
+                            CHECK(same, "%s %s in %lld out %lld tok %lld [%lld, %lld]: %.9g, contract %.9g",
+                                  vlc_simd_level_name(level), type_name(type), (long long) n_in, (long long) n_out,
+                                  (long long) T, (long long) t, (long long) o, y[t * ldy + o], want);
+                            n_bad += !same;
+                            n_checked++;
+                        }
+                    }
+                    free(x), free(y), free(y0);
+                }
+                free(w), free(wf);
+            }
+        }
+    }
+    printf("  contract: %lld outputs checked bit for bit, %lld differ\n", (long long) n_checked, (long long) n_bad);
+}
+
+// ---------------------------------------------------------------------------
+// task rows: a multiple of VLC_MATMUL_ROWS, 16 for decode, more for prefill
+
+static void test_task_rows(int level) {
+    const int64_t ins[] = { 1, 64, 2048, 5632, 1 << 20 };
+    for (int ii = 0; ii < 5; ii++) {
+        for (int64_t n_tok = 1; n_tok <= 512; n_tok *= 8) {
+            const int64_t r = vlc_simd_task_rows(ins[ii], n_tok);
+            CHECK(r >= VLC_MATMUL_ROWS && r % VLC_MATMUL_ROWS == 0 && r <= 1024,
+                  "%s: task rows %lld for n_in %lld, n_tok %lld", vlc_simd_level_name(level), (long long) r,
+                  (long long) ins[ii], (long long) n_tok);
+        }
+    }
+    CHECK(vlc_simd_task_rows(2048, 1) == VLC_MATMUL_ROWS, "decode tasks must stay %d rows", VLC_MATMUL_ROWS);
+    CHECK(vlc_simd_task_rows(2048, 512) > VLC_MATMUL_ROWS, "%s: prefill tasks of 2048-wide rows not widened",
+          vlc_simd_level_name(level));
+}
+
+// ---------------------------------------------------------------------------
+// benchmark (not run by ctest): the FFN shapes of a 2048-wide Llama (x [512, 2048] against
+// F16 W [5632, 2048], and x [512, 5632] against W [2048, 5632]) plus a decode step, at each
+// level, on 1 and 2 threads of the pool, in tasks of VLC_MATMUL_ROWS rows (how callers
+// split today) and of vlc_simd_task_rows rows. Best time of ~1 s of repeats per line.
 
 typedef struct bench_job {
     float *       y;
     const void *  w;
     const float * x;
-    int64_t       n_in, n_out, n_tok;
+    int64_t       n_in, n_out, n_tok, rows;
     float *       work;
     int           simd;
 } bench_job;
 
 static void bench_task(void * ctx, int64_t task, int ith) {
     const bench_job * j  = ctx;
-    const int64_t     r0 = task * VLC_MATMUL_ROWS;
-    const int64_t     r1 = r0 + VLC_MATMUL_ROWS < j->n_out ? r0 + VLC_MATMUL_ROWS : j->n_out;
+    const int64_t     r0 = task * j->rows;
+    const int64_t     r1 = r0 + j->rows < j->n_out ? r0 + j->rows : j->n_out;
     float *           wk = j->work + (size_t) ith * VLC_MATMUL_ROWS * (size_t) j->n_in;
     if (!j->simd || !vlc_simd_matmul_rows(j->y, j->n_out, j->w, VLC_TYPE_F16, j->x, j->n_in, j->n_in, j->n_tok,
                                           r0, r1, 0, wk)) {
@@ -197,44 +309,68 @@ static double now_s(void) {
     return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
 }
 
-static int bench(int n_threads) {
-    const int64_t n = 2048, max_tok = 512;
-    float *       wf = malloc((size_t) (n * n) * sizeof(float));
-    void *        w  = make_w(VLC_TYPE_F16, n, n, wf);
-    float *       x  = malloc((size_t) (max_tok * n) * sizeof(float));
-    float *       y  = malloc((size_t) (max_tok * n) * sizeof(float));
-    float *       wk = malloc((size_t) n_threads * VLC_MATMUL_ROWS * (size_t) n * sizeof(float));
-    for (int64_t i = 0; i < max_tok * n; i++) {
-        x[i] = rng_unif();
+// best seconds per run of j over the pool
+static double bench_time(vlc_pool * pool, bench_job * j, double budget_s) {
+    const int64_t n_tasks = (j->n_out + j->rows - 1) / j->rows;
+    double        best = 1e30, t_start = now_s();
+    for (int reps = 0; reps < 2 || now_s() - t_start < budget_s; reps++) {
+        const double t0 = now_s();
+        vlc_pool_run(pool, bench_task, j, n_tasks);
+        const double dt = now_s() - t0;
+        best            = dt < best ? dt : best;
     }
-    vlc_pool * pool = NULL;
-    if (vlc_pool_create(n_threads, &pool) != VLC_STATUS_OK) {
-        fprintf(stderr, "pool creation failed\n");
+    return best;
+}
+
+static int bench(void) {
+    const int64_t max_in = 5632, max_out = 5632, max_tok = 512;
+    float *       wf = malloc((size_t) (max_in * max_out) * sizeof(float));
+    void *        w  = make_w(VLC_TYPE_F16, max_out, max_in, wf);
+    float *       x  = aligned_alloc(64, (size_t) (max_tok * max_in) * sizeof(float));
+    float *       y  = aligned_alloc(64, (size_t) (max_tok * max_out) * sizeof(float));
+    float *       wk = aligned_alloc(64, (size_t) 2 * VLC_MATMUL_ROWS * (size_t) max_in * sizeof(float));
+    if (!x || !y || !wk) {
+        fprintf(stderr, "bench: out of memory\n");
         return 1;
     }
-    printf("2048 x 2048 F16 weights, %d thread(s)\n", n_threads);
-    const int64_t toks[2] = { 1, 512 };
-    for (int ki = 0; ki < 2; ki++) {
-        for (int level = VLC_SIMD_OFF; level <= VLC_SIMD_AVX512; level++) {
-            if (!vlc_simd_supported(level)) {
-                continue;
-            }
-            vlc_simd_set_level(level);
-            bench_job j = { y, w, x, n, n, toks[ki], wk, level != VLC_SIMD_OFF };
-            int       reps = 0;
-            double    t0 = now_s(), t1 = t0;
-            while (t1 - t0 < 1.0 || reps < 2) {
-                vlc_pool_run(pool, bench_task, &j, (n + VLC_MATMUL_ROWS - 1) / VLC_MATMUL_ROWS);
-                reps++;
-                t1 = now_s();
-            }
-            const double per = (t1 - t0) / reps;
-            printf("  n_tok %4lld  %-7s %9.3f ms  %7.2f GFLOP/s  %6.2f GB/s of weights\n", (long long) toks[ki],
-                   level == VLC_SIMD_OFF ? "ref" : vlc_simd_level_name(level), per * 1e3,
-                   2.0 * (double) (n * n) * (double) toks[ki] / per * 1e-9, (double) (n * n * 2) / per * 1e-9);
-        }
+    for (int64_t i = 0; i < max_tok * max_in; i++) {
+        x[i] = rng_unif();
     }
-    vlc_pool_free(pool);
+    const int64_t shapes[2][2] = { { 2048, 5632 }, { 5632, 2048 } };  // { n_in, n_out }
+    for (int n_threads = 1; n_threads <= 2; n_threads++) {
+        vlc_pool * pool = NULL;
+        if (vlc_pool_create(n_threads, &pool) != VLC_STATUS_OK) {
+            fprintf(stderr, "pool creation failed\n");
+            return 1;
+        }
+        for (int si = 0; si < 2; si++) {
+            const int64_t n_in = shapes[si][0], n_out = shapes[si][1];
+            printf("F16 W [%lld, %lld], %d thread(s)\n", (long long) n_out, (long long) n_in, n_threads);
+            for (int level = VLC_SIMD_OFF; level <= VLC_SIMD_AVX512; level++) {
+                if (!vlc_simd_supported(level)) {
+                    continue;
+                }
+                vlc_simd_set_level(level);
+                const int64_t toks[2] = { 1, max_tok };
+                for (int ki = 0; ki < 2; ki++) {
+                    const int64_t n_tok = toks[ki];
+                    if (level == VLC_SIMD_OFF && n_tok > 1) {
+                        continue;  // the reference prefill is an order of magnitude slower
+                    }
+                    const int64_t task_rows = vlc_simd_task_rows(n_in, n_tok);
+                    for (int wide = 0; wide <= (task_rows > VLC_MATMUL_ROWS); wide++) {
+                        bench_job j = { y, w, x, n_in, n_out, n_tok, wide ? task_rows : VLC_MATMUL_ROWS, wk,
+                                        level != VLC_SIMD_OFF };
+                        const double per = bench_time(pool, &j, 1.0);
+                        printf("  n_tok %4lld  %-6s tasks of %3lld rows %9.3f ms  %7.2f GFLOP/s\n", (long long) n_tok,
+                               level == VLC_SIMD_OFF ? "ref" : vlc_simd_level_name(level), (long long) j.rows,
+                               per * 1e3, 2.0 * (double) (n_in * n_out) * (double) n_tok / per * 1e-9);
+                    }
+                }
+            }
+        }
+        vlc_pool_free(pool);
+    }
     free(wf), free(w), free(x), free(y), free(wk);
     return 0;
 }
@@ -242,8 +378,9 @@ static int bench(int n_threads) {
 // ---------------------------------------------------------------------------
 
 int main(int argc, char ** argv) {
-    if (argc > 1 && strcmp(argv[1], "bench") == 0) {
-        return bench(argc > 2 ? atoi(argv[2]) : 1);
+    const char * bench_env = getenv("VLC_SIMD_BENCH");
+    if ((argc > 1 && strcmp(argv[1], "bench") == 0) || (bench_env && strcmp(bench_env, "1") == 0)) {
+        return bench();
     }
     printf("simd: active level %s\n", vlc_simd_level_name(vlc_simd_level()));
 
@@ -271,6 +408,8 @@ int main(int argc, char ** argv) {
               "unknown type must decline");
         test_accuracy(level);
         test_bits(level);
+        test_contract(level);
+        test_task_rows(level);
     }
     if (g_fail) {
         printf("test_simd: %d failure(s)\n", g_fail);
