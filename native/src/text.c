@@ -557,6 +557,10 @@ typedef struct mm_out {
     const void *       xq;     // block-quantized w: x quantized for it ([T] activation rows), else NULL
 } mm_out;
 
+// Quantized prefill: rows per task, so that the activations a call interleaves for its
+// token groups (ops_qsimd.c) are reused over many weight rows.
+enum { VLC_QMM_TASK_ROWS = 128, VLC_QMM_TASK_MIN_TOK = 16 };
+
 typedef struct mm_job {
     const float * x;      // [T, n_in]
     int64_t       n_in;
@@ -618,7 +622,8 @@ static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T
         // float weights: as many rows per task as the SIMD GEMM reuses x over (the bits do not
         // depend on it), while every thread still gets at least 4 tasks
         const int64_t n_out = outs[k].w->ne[1];
-        int64_t       rows  = kind ? VLC_MATMUL_ROWS : vlc_simd_task_rows(n_in, T);
+        int64_t       rows  = kind ? (T >= VLC_QMM_TASK_MIN_TOK ? VLC_QMM_TASK_ROWS : VLC_MATMUL_ROWS)
+                                       : vlc_simd_task_rows(n_in, T);
         while (rows > VLC_MATMUL_ROWS && n_out < 4 * (int64_t) st->n_threads * rows) {
             rows = rows / 2 > VLC_MATMUL_ROWS ? rows / 2 : VLC_MATMUL_ROWS;
         }
