@@ -614,7 +614,13 @@ static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T
         if (kind) {  // quantize x once per kind, shared by every output that reads it
             if (!done[kind]) {
                 xq_job q = { x, n_in, outs[k].w->type, st->xq[kind], vlc_act_row_bytes(outs[k].w->type, n_in) };
-                vlc_pool_run(st->pool, xq_task, &q, T);
+                if (T < VLC_QMM_TASK_MIN_TOK) {  // decode: one row, not worth waking the pool
+                    for (int64_t t = 0; t < T; t++) {
+                        xq_task(&q, t, 0);
+                    }
+                } else {
+                    vlc_pool_run(st->pool, xq_task, &q, T);
+                }
                 done[kind] = 1;
             }
             j.out[k].xq = st->xq[kind];
