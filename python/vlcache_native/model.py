@@ -389,10 +389,11 @@ class Model(NativeObject):
             raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
         kv = None
         if kv_budget is not None:
-            kvcache.policy_id(kv_policy)
-            kvcache.kv_params(kv_policy, kv_budget, **{k: v for k, v in (kv_params or {}).items()
-                                                      if k not in ("p", "window")})  # checks names early
-            kv = (kv_budget, kv_policy, dict(kv_params or {}))
+            params = dict(kv_params or {})
+            stats_params = {k: params.pop(k) for k in ("p", "window") if k in params}
+            params.setdefault("decode_room", max_tokens)
+            kvcache.kv_params(kv_policy, kv_budget, **params)  # policy, budget and names, before any work
+            kv = (kv_budget, kv_policy, params, stats_params)
         t_start = time.perf_counter()
         chunks, stats = self._prompt_chunks(prompt, images, add_bos)
         n_prompt = sum(len(c) for c in chunks)
@@ -441,10 +442,9 @@ class Model(NativeObject):
         if kv is None:
             logits = sess.prefill(chunks)
         else:
-            budget, policy, params = kv
-            sp = {k: params.pop(k) for k in ("p", "window") if k in params}
-            logits = sess.prefill(chunks, kv_stats=policy, **sp)
-            stats.kv = sess.compress(budget, policy, decode_room=max_tokens, **params)
+            budget, policy, params, stats_params = kv
+            logits = sess.prefill(chunks, kv_stats=policy, **stats_params)
+            stats.kv = sess.compress(budget, policy, **params)
         tokens: list[int] = []
         text, emitted, finish, stopped = "", 0, "length", False
         # The text is the tokens' pieces joined, less the one leading space detokenize drops
