@@ -422,7 +422,7 @@ INL TGT2 float a2_dot_k(int T, const void * w, const void * xq, int64_t n) {
     const uint8_t *       wb  = w;
     const vlc_block_q8k * x   = xq;
     __m256                acc = _mm256_setzero_ps();
-        for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         int32_t  a[8], b[8];
         uint16_t dh[8], mh[8];
         float    dx[8];
@@ -689,7 +689,7 @@ INL TGT5 float a5_dot_k(int T, const void * w, const void * xq, int64_t n) {
     const uint8_t *       wb  = w;
     const vlc_block_q8k * x   = xq;
     __m512                acc = _mm512_setzero_ps();
-        for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         int32_t  a[16], b[16];
         uint16_t dh[16], mh[16];
         float    dx[16];

@@ -227,28 +227,34 @@ static vlc_status norms_init(vlc_text_state * st) {
     return VLC_STATUS_OK;
 }
 
-// The matmul inputs quantized once per job for block-quantized weights, one buffer per
-// activation kind the model's matrices read, each row wide enough for any matmul input.
+// The widest matmul input of the decoder: n_embd, n_head * head_dim or n_ff.
+static int64_t max_matmul_in(const vlc_hparams * hp) {
+    const int64_t HD = (int64_t) hp->n_head * hp->head_dim;
+    const int64_t m  = hp->n_embd > HD ? hp->n_embd : HD;
+    return m > hp->n_ff ? m : hp->n_ff;
+}
+
+// The buffer for the activations of weight w, quantized once per matmul job (one per
+// activation kind, rows as wide as any matmul input); nothing for float weights.
+static vlc_status xq_need(vlc_text_state * st, const vlc_weight * w) {
+    const int kind = vlc_act_kind(w->type);
+    if (!kind || st->xq[kind]) {
+        return VLC_STATUS_OK;
+    }
+    const size_t bytes = (size_t) st->n_batch * vlc_act_row_bytes(w->type, max_matmul_in(&st->m->hp));
+    st->xq[kind]       = aligned_alloc(64, (bytes + 63) & ~(size_t) 63);
+    VLC_CHECK(st->xq[kind] != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of quantized activations", bytes);
+    return VLC_STATUS_OK;
+}
+
 static vlc_status xq_alloc(vlc_text_state * st) {
-    const vlc_model *   m  = st->m;
-    const vlc_hparams * hp = &m->hp;
-    int64_t max_in = hp->n_embd > (int64_t) hp->n_head * hp->head_dim ? hp->n_embd : (int64_t) hp->n_head * hp->head_dim;
-    max_in         = max_in > hp->n_ff ? max_in : hp->n_ff;
-    for (int32_t il = -1; il < hp->n_layer; il++) {
-        const vlc_layer *  L     = il >= 0 ? &m->layers[il] : NULL;
-        const vlc_weight * ws[7] = { &m->output, NULL, NULL, NULL, NULL, NULL, NULL };
-        if (L) {
-            const vlc_weight * lw[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-            memcpy(ws, lw, sizeof(ws));
-        }
-        for (int i = 0; i < 7 && ws[i]; i++) {
-            const int kind = vlc_act_kind(ws[i]->type);
-            if (kind && !st->xq[kind]) {
-                const size_t bytes = (size_t) st->n_batch * vlc_act_row_bytes(ws[i]->type, max_in);
-                st->xq[kind]       = aligned_alloc(64, (bytes + 63) & ~(size_t) 63);
-                VLC_CHECK(st->xq[kind] != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of quantized activations",
-                          bytes);
-            }
+    const vlc_model * m = st->m;
+    VLC_TRY(xq_need(st, &m->output));
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        const vlc_layer * L = &m->layers[il];
+        const vlc_weight * ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) {
+            VLC_TRY(xq_need(st, ws[i]));
         }
     }
     return VLC_STATUS_OK;
@@ -260,9 +266,7 @@ static vlc_status slab_alloc(vlc_text_state * st) {
     const size_t D = (size_t) hp->head_dim, HD = (size_t) hp->n_head * D, KD = (size_t) hp->n_head_kv * D;
     const int32_t G = hp->n_head / hp->n_head_kv;
 
-    size_t max_in = C > HD ? C : HD;
-    max_in        = max_in > F ? max_in : F;
-    size_t ws     = (size_t) VLC_MATMUL_ROWS * max_in;
+    size_t ws     = (size_t) VLC_MATMUL_ROWS * (size_t) max_matmul_in(hp);
     size_t wa     = vlc_cpu_attn_work_floats(G, hp->head_dim);
     size_t wst    = vlc_cpu_attn_stats_work_floats(hp->head_dim);
     wa            = wa > wst ? wa : wst;
