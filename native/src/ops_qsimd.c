@@ -203,15 +203,6 @@ INL TGT2 __m256i a2_tree8(const __m256i * v) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
-// sum of the 8 int32 lanes of a and of b (exact)
-INL TGT2 void a2_hsum2i(__m256i a, __m256i b, int32_t * pa, int32_t * pb) {
-    const __m256i h  = _mm256_hadd_epi32(a, b);  // [a01 a23 b01 b23 | a45 a67 b45 b67]
-    const __m128i h2 = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    const __m128i h3 = _mm_hadd_epi32(h2, h2);  // [A B A B]
-    *pa              = _mm_cvtsi128_si32(h3);
-    *pb              = _mm_extract_epi32(h3, 1);
-}
-
 // byte i = 0x10 where bit i of qh is set
 INL TGT2 __m256i a2_bits16(uint32_t qh) {
     const __m256i shuf = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL);
@@ -340,8 +331,8 @@ static inline void k4_unpack8(const uint8_t * s12, uint64_t * sc8, uint64_t * m8
     *m8               = (uint64_t) ml | (uint64_t) mh << 32;
 }
 
-// exact A (and B) of one K-quant super-block
-INL TGT2 void a2_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, int32_t * pa, int32_t * pb) {
+// one K-quant super-block: int32 lanes that sum to A (*pa) and to B (*pb, zero for Q6_K)
+INL TGT2 void a2_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m256i * pa, __m256i * pb) {
     const __m256i m4  = _mm256_set1_epi8(0x0F);
     __m256i       acc = _mm256_setzero_si256();
     const __m256i bs  = _mm256_loadu_si256((const __m256i *) x->bsums);
@@ -377,10 +368,8 @@ INL TGT2 void a2_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, int32_
             }
         }
         const __m256i c = _mm256_madd_epi16(bs, scv);  // sum_j sc_j bsums_j (pairs)
-        acc             = _mm256_sub_epi32(acc, _mm256_slli_epi32(c, 5));
-        int32_t dummy;
-        a2_hsum2i(acc, _mm256_setzero_si256(), pa, &dummy);
-        *pb = 0;
+        *pa             = _mm256_sub_epi32(acc, _mm256_slli_epi32(c, 5));
+        *pb             = _mm256_setzero_si256();
         return;
     }
     uint64_t sc8, m8;
@@ -408,7 +397,8 @@ INL TGT2 void a2_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, int32_
     }
     const __m128i mv = _mm_cvtsi64_si128((long long) m8);
     const __m256i md = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));  // m0 m0 m1 m1 ... m7 m7
-    a2_hsum2i(acc, _mm256_madd_epi16(bs, md), pa, pb);
+    *pa              = acc;
+    *pb              = _mm256_madd_epi16(bs, md);
 }
 
 // half-precision d (and dmin) of a K block
@@ -416,37 +406,48 @@ static inline uint16_t k_d(int T, const uint8_t * wb) {
     return ld_u16(wb + (T == TI_Q6_K ? 208 : 0));
 }
 
+// the f32 terms of super-blocks b0 .. b0 + m - 1 (m <= L) into acc; per_blk(i) gives
+// block i's partial vectors, one tree turns them into lane i = A_i (B_i)
+INL TGT2 __m256 a2_k_group(int T, const uint8_t * wb, const vlc_block_q8k * x, int m, __m256 acc) {
+    const int64_t bs = ti_bs(T);
+    __m256i       va[8], vb[8];
+    uint16_t      dh[8], mh[8];
+    float         dx[8];
+    for (int i = 0; i < 8; i++) {
+        if (i < m) {
+            const uint8_t * wi = wb + i * bs;
+            pf_range(wi, QPF, bs);
+            a2_kblk(T, wi, x + i, &va[i], &vb[i]);
+            dh[i] = k_d(T, wi);
+            mh[i] = T == TI_Q6_K ? 0 : ld_u16(wi + 2);
+            dx[i] = x[i].d;
+        } else {
+            va[i] = vb[i] = _mm256_setzero_si256();
+            dh[i] = mh[i] = 0;
+            dx[i]         = 0.0f;
+        }
+    }
+    const __m256 xd = _mm256_loadu_ps(dx);
+    const __m256 p  = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) dh)), xd);
+    acc             = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a2_tree8(va)), p, acc);
+    if (T != TI_Q6_K) {
+        const __m256 pm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) mh)), xd);
+        acc             = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(a2_tree8(vb)), pm, acc);
+    }
+    return acc;
+}
+
 INL TGT2 float a2_dot_k(int T, const void * w, const void * xq, int64_t n) {
     const int64_t         nb  = n / VLC_QK_K;
-    const int64_t         bs  = ti_bs(T);
     const uint8_t *       wb  = w;
     const vlc_block_q8k * x   = xq;
     __m256                acc = _mm256_setzero_ps();
-    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
-        int32_t  a[8], b[8];
-        uint16_t dh[8], mh[8];
-        float    dx[8];
-        for (int i = 0; i < 8; i++) {
-            if (b0 + i < nb) {
-                const uint8_t * wi = wb + (b0 + i) * bs;
-                pf_range(wi, QPF, bs);
-                a2_kblk(T, wi, x + b0 + i, &a[i], &b[i]);
-                dh[i] = k_d(T, wi);
-                mh[i] = T == TI_Q6_K ? 0 : ld_u16(wi + 2);
-                dx[i] = x[b0 + i].d;
-            } else {
-                a[i] = b[i] = 0;
-                dh[i] = mh[i] = 0;
-                dx[i]         = 0.0f;
-            }
-        }
-        const __m256 xd = _mm256_loadu_ps(dx);
-        const __m256 p  = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) dh)), xd);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) a)), p, acc);
-        if (T != TI_Q6_K) {
-            const __m256 pm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) mh)), xd);
-            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) b)), pm, acc);
-        }
+    int64_t               b0  = 0;
+    for (; b0 + 8 <= nb; b0 += 8) {
+        acc = a2_k_group(T, wb + b0 * ti_bs(T), x + b0, 8, acc);
+    }
+    if (b0 < nb) {
+        acc = a2_k_group(T, wb + b0 * ti_bs(T), x + b0, (int) (nb - b0), acc);
     }
     return a2_hsumf(acc);
 }
@@ -608,112 +609,135 @@ INL TGT5 float a5_dot_leg(int T, int XR, const void * w, const qs_xrow * xr, int
     return a5_hsumf(acc);
 }
 
-// exact A (and B) of one K-quant super-block
-INL TGT5 void a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, int32_t * pa, int32_t * pb) {
-    const __m256i m4  = _mm256_set1_epi8(0x0F);
-    __m512i       acc = _mm512_setzero_si512();
-    const __m256i bs  = _mm256_loadu_si256((const __m256i *) x->bsums);
+// the sub-block of each int16 lane of a5_kblk's packs (before adding 8 h, 4 h)
+static const int16_t k_q6_sub[32] = { 0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5,
+                                      2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7 };
+static const int16_t k_q4_sub[32] = { 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2,
+                                      1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3 };
+
+// One K-quant super-block: 16 int32 lanes that sum to A; *pb: 8 lanes that sum to B (Q4_K,
+// Q5_K). vpdpbusd sums 4 code x activation products per lane (|.| <= 4 * 63 * 127 < 2^15),
+// two such vectors pack to int16 without saturation, and one vpdpwssd applies the
+// sub-block scales: a 512-bit multiply per 64 elements instead of two.
+INL TGT5 __m512i a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m256i * pb) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i m4   = _mm512_set1_epi8(0x0F);
+    __m512i       acc  = zero;
     if (T == TI_Q6_K) {
         const __m256i scv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) (wb + 192)));
-        const __m512i sc5 = _mm512_castsi256_si512(scv);
-        const __m512i m4z = _mm512_set1_epi8(0x0F);
-        // low half of the 64 bytes: bits 0-1 of qh to bits 4-5; high half: bits 2-3 (H: 4-5, 6-7)
-        const __m512i mkl = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
-        const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-        const __m512i mkh = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char) 0xC0), 1);
-        const __m512i shh = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+        const __m512i sc  = _mm512_castsi256_si512(scv);
+        // 64 codes of elements 128 h + 64 k ..: bytes 0-31 ql & 15 (k = 0) or ql >> 4 (k = 1),
+        // bytes 32-63 likewise from ql + 32; bits 2 k + (0, 2 | 4, 6) of qh as bits 4-5
         for (int h = 0; h < 2; h++) {
             const __m512i l  = _mm512_loadu_si512((const void *) (wb + 64 * h));
-            const __m256i hv = _mm256_loadu_si256((const __m256i *) (wb + 128 + 32 * h));
-            const __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(hv), hv, 1);
-            // qL: elements 128 h .. 128 h + 63; qH: 128 h + 64 .. 128 h + 127 (codes 0..63)
-            const __m512i ql = _mm512_or_si512(_mm512_and_si512(l, m4z),
-                                               _mm512_sllv_epi16(_mm512_and_si512(hh, mkl), shl));
-            const __m512i qu = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4z),
-                                               _mm512_srlv_epi16(_mm512_and_si512(hh, mkh), shh));
-            const __m512i tl = _mm512_maddubs_epi16(ql, _mm512_loadu_si512((const void *) (x->qs + 128 * h)));
-            const __m512i tu = _mm512_maddubs_epi16(qu, _mm512_loadu_si512((const void *) (x->qs + 128 * h + 64)));
-            // int16 lane i of tl: sub-block 8 h + i / 8; of tu: 8 h + 4 + i / 8
-            const __m512i il = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_setr_epi16(8 * h, 8 * h, 8 * h, 8 * h, 8 * h, 8 * h, 8 * h, 8 * h,
-                                                         8 * h + 1, 8 * h + 1, 8 * h + 1, 8 * h + 1, 8 * h + 1,
-                                                         8 * h + 1, 8 * h + 1, 8 * h + 1)),
-                _mm256_setr_epi16(8 * h + 2, 8 * h + 2, 8 * h + 2, 8 * h + 2, 8 * h + 2, 8 * h + 2, 8 * h + 2,
-                                  8 * h + 2, 8 * h + 3, 8 * h + 3, 8 * h + 3, 8 * h + 3, 8 * h + 3, 8 * h + 3,
-                                  8 * h + 3, 8 * h + 3),
-                1);
-            const __m512i iu = _mm512_add_epi16(il, _mm512_set1_epi16(4));
-            acc              = _mm512_dpwssd_epi32(acc, tl, _mm512_permutexvar_epi16(il, sc5));
-            acc              = _mm512_dpwssd_epi32(acc, tu, _mm512_permutexvar_epi16(iu, sc5));
+            const __m512i hh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *) (wb + 128 + 32 * h)));
+            __m512i       p[2];
+            for (int k = 0; k < 2; k++) {
+                // element 128 h + 32 i + e (i = 0..3, e < 32): low bits ql[64 h + 32 (i & 1) + e]
+                // (>> 4 for i >= 2), high bits qh[32 h + e] >> 2 i
+                const __m512i lo = k ? _mm512_and_si512(_mm512_srli_epi16(l, 4), m4) : _mm512_and_si512(l, m4);
+                const __m512i hi = _mm512_and_si512(
+                    _mm512_srlv_epi16(hh, _mm512_inserti64x4(_mm512_set1_epi16((short) (4 * k)),
+                                                             _mm256_set1_epi16((short) (4 * k + 2)), 1)),
+                    _mm512_set1_epi8(0x03));
+                const __m512i q = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
+                p[k]            = _mm512_dpbusd_epi32(zero, q, _mm512_loadu_si512((const void *) (x->qs + 128 * h + 64 * k)));
+            }
+            // int16 lane 8 c + i of the pack (chunk c): p[i / 4] lane 4 c + i % 4, i.e. the
+            // 16-element sub-block 8 h + 4 (i / 4) + c
+            const __m512i pk  = _mm512_packs_epi32(p[0], p[1]);
+            const __m512i idx = _mm512_add_epi16(_mm512_loadu_si512((const void *) k_q6_sub),
+                                                 _mm512_set1_epi16((short) (8 * h)));
+            acc = _mm512_dpwssd_epi32(acc, pk, _mm512_permutexvar_epi16(idx, sc));
         }
-        __m256i a8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-        a8         = _mm256_sub_epi32(a8, _mm256_slli_epi32(_mm256_madd_epi16(bs, scv), 5));
-        int32_t dummy;
-        a2_hsum2i(a8, _mm256_setzero_si256(), pa, &dummy);
-        *pb = 0;
-        return;
+        // codes are q + 32: A = sum - 32 sum_j sc_j bsums_j
+        const __m256i bs = _mm256_loadu_si256((const __m256i *) x->bsums);
+        const __m256i c  = _mm256_slli_epi32(_mm256_madd_epi16(bs, scv), 5);
+        *pb              = _mm256_setzero_si256();
+        return _mm512_sub_epi32(acc, _mm512_zextsi256_si512(c));
     }
     uint64_t sc8, m8;
     k4_unpack8(wb + 4, &sc8, &m8);
-    const __m512i   sc5 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long) sc8)));
-    const uint8_t * qs  = wb + ti_qs(T);
-    __m512i         qh  = _mm512_setzero_si512();
+    const __m512i   sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long) sc8)));
+    const uint8_t * qs = wb + ti_qs(T);
+    const __m512i   sh = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+    __m512i         qh = zero;
     if (T == TI_Q5_K) {
-        const __m256i hv = _mm256_loadu_si256((const __m256i *) (wb + 16));
-        qh               = _mm512_inserti64x4(_mm512_castsi256_si512(hv), hv, 1);
+        qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *) (wb + 16)));
     }
-    for (int c = 0; c < 4; c++) {
-        // elements 64 c .. 64 c + 63: low nibbles (sub-block 2c) then high nibbles (2c+1)
-        const __m256i q  = _mm256_loadu_si256((const __m256i *) (qs + 32 * c));
-        __m512i       u  = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, m4)),
-                                              _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), 1);
-        if (T == TI_Q5_K) {
-            const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char) (1 << (2 * c))),
-                                                   _mm256_set1_epi8((char) (1 << (2 * c + 1))), 1);
-            u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh, sel), u, _mm512_set1_epi8(16));
+    for (int h = 0; h < 2; h++) {
+        __m512i p[2];
+        for (int k = 0; k < 2; k++) {
+            // elements 64 c ..: bytes 0-31 low nibbles (sub-block 2 c), 32-63 high (2 c + 1)
+            const int c = 2 * h + k;
+            __m512i   u = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *) (qs + 32 * c)));
+            u           = _mm512_and_si512(_mm512_srlv_epi64(u, sh), m4);
+            if (T == TI_Q5_K) {
+                const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char) (1 << (2 * c))),
+                                                       _mm256_set1_epi8((char) (1 << (2 * c + 1))), 1);
+                u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh, sel), u, _mm512_set1_epi8(16));
+            }
+            p[k] = _mm512_dpbusd_epi32(zero, u, _mm512_loadu_si512((const void *) (x->qs + 64 * c)));
         }
-        const __m512i t   = _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void *) (x->qs + 64 * c)));
-        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi16((short) (2 * c)),
-                                               _mm256_set1_epi16((short) (2 * c + 1)), 1);
-        acc               = _mm512_dpwssd_epi32(acc, t, _mm512_permutexvar_epi16(idx, sc5));
+        // int16 lane 8 c + i: p[i / 4] lane 4 c + i % 4 = sub-block 4 h + 2 (i / 4) + (c >= 2)
+        const __m512i idx = _mm512_add_epi16(_mm512_loadu_si512((const void *) k_q4_sub),
+                                             _mm512_set1_epi16((short) (4 * h)));
+        acc = _mm512_dpwssd_epi32(acc, _mm512_packs_epi32(p[0], p[1]), _mm512_permutexvar_epi16(idx, sc));
     }
     const __m128i mv = _mm_cvtsi64_si128((long long) m8);
-    const __m256i md = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));
-    a2_hsum2i(_mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)),
-              _mm256_madd_epi16(bs, md), pa, pb);
+    const __m256i md = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));  // m0 m0 m1 m1 ... m7 m7
+    *pb              = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *) x->bsums), md);
+    return acc;
+}
+
+// the f32 terms of super-blocks 0 .. m - 1 (m <= 16) into acc: the blocks' partial vectors
+// in pairs (lanes 0-7 block 2p, 8-15 block 2p + 1), then one tree, lane i = A_i (B_i)
+INL TGT5 __m512 a5_k_group(int T, const uint8_t * wb, const vlc_block_q8k * x, int m, __m512 acc) {
+    const int64_t bs = ti_bs(T);
+    __m512i       va[8], vb[8];
+    uint16_t      dh[16], mh[16];
+    float         dx[16];
+    for (int p = 0; p < 8; p++) {
+        if (2 * p >= m) {
+            va[p] = vb[p] = _mm512_setzero_si512();
+            continue;
+        }
+        const uint8_t * w0 = wb + 2 * p * bs;
+        __m256i         b0, b1 = _mm256_setzero_si256();
+        pf_range(w0, QPF, 2 * bs);
+        const __m512i a0 = a5_kblk(T, w0, x + 2 * p, &b0);
+        const __m512i a1 = 2 * p + 1 < m ? a5_kblk(T, w0 + bs, x + 2 * p + 1, &b1) : _mm512_setzero_si512();
+        va[p] = _mm512_add_epi32(_mm512_shuffle_i64x2(a0, a1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_i64x2(a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
+        vb[p] = _mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1);
+    }
+    for (int i = 0; i < 16; i++) {
+        const uint8_t * wi = wb + i * bs;
+        dh[i]              = i < m ? k_d(T, wi) : 0;
+        mh[i]              = i < m && T != TI_Q6_K ? ld_u16(wi + 2) : 0;
+        dx[i]              = i < m ? x[i].d : 0.0f;
+    }
+    const __m512 xd = _mm512_loadu_ps(dx);
+    const __m512 p  = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) dh)), xd);
+    acc             = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a5_tree8(va)), p, acc);
+    if (T != TI_Q6_K) {
+        const __m512 pm = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) mh)), xd);
+        acc             = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(a5_tree8(vb)), pm, acc);
+    }
+    return acc;
 }
 
 INL TGT5 float a5_dot_k(int T, const void * w, const void * xq, int64_t n) {
     const int64_t         nb  = n / VLC_QK_K;
-    const int64_t         bs  = ti_bs(T);
     const uint8_t *       wb  = w;
     const vlc_block_q8k * x   = xq;
     __m512                acc = _mm512_setzero_ps();
-    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
-        int32_t  a[16], b[16];
-        uint16_t dh[16], mh[16];
-        float    dx[16];
-        for (int i = 0; i < 16; i++) {
-            if (b0 + i < nb) {
-                const uint8_t * wi = wb + (b0 + i) * bs;
-                pf_range(wi, QPF, bs);
-                a5_kblk(T, wi, x + b0 + i, &a[i], &b[i]);
-                dh[i] = k_d(T, wi);
-                mh[i] = T == TI_Q6_K ? 0 : ld_u16(wi + 2);
-                dx[i] = x[b0 + i].d;
-            } else {
-                a[i] = b[i] = 0;
-                dh[i] = mh[i] = 0;
-                dx[i]         = 0.0f;
-            }
-        }
-        const __m512 xd = _mm512_loadu_ps(dx);
-        const __m512 p  = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) dh)), xd);
-        acc             = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *) a)), p, acc);
-        if (T != TI_Q6_K) {
-            const __m512 pm = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) mh)), xd);
-            acc             = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *) b)), pm, acc);
-        }
+    int64_t               b0  = 0;
+    for (; b0 + 16 <= nb; b0 += 16) {
+        acc = a5_k_group(T, wb + b0 * ti_bs(T), x + b0, 16, acc);
+    }
+    if (b0 < nb) {
+        acc = a5_k_group(T, wb + b0 * ti_bs(T), x + b0, (int) (nb - b0), acc);
     }
     return a5_hsumf(acc);
 }
