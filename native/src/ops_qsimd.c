@@ -695,8 +695,6 @@ INL TGT5 __m512i a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m
 INL TGT5 __m512 a5_k_group(int T, const uint8_t * wb, const vlc_block_q8k * x, int m, __m512 acc) {
     const int64_t bs = ti_bs(T);
     __m512i       va[8], vb[8];
-    uint16_t      dh[16], mh[16];
-    float         dx[16];
     for (int p = 0; p < 8; p++) {
         if (2 * p >= m) {
             va[p] = vb[p] = _mm512_setzero_si512();
@@ -711,17 +709,21 @@ INL TGT5 __m512 a5_k_group(int T, const uint8_t * wb, const vlc_block_q8k * x, i
                                  _mm512_shuffle_i64x2(a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
         vb[p] = _mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1);
     }
-    for (int i = 0; i < 16; i++) {
-        const uint8_t * wi = wb + i * bs;
-        dh[i]              = i < m ? k_d(T, wi) : 0;
-        mh[i]              = i < m && T != TI_Q6_K ? ld_u16(wi + 2) : 0;
-        dx[i]              = i < m ? x[i].d : 0.0f;
-    }
-    const __m512 xd = _mm512_loadu_ps(dx);
-    const __m512 p  = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) dh)), xd);
-    acc             = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a5_tree8(va)), p, acc);
+    // d (and dmin) of the 16 blocks: one 32-bit gather (Q6_K: bytes 206-209, d in the high half)
+    const __mmask16 k  = (__mmask16) (m >= 16 ? 0xFFFF : (1u << m) - 1u);
+    const __m512i   lo = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int) bs));
+    const __m512i   dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, lo,
+                                                     wb + (T == TI_Q6_K ? 206 : 0), 1);
+    const __m512    xd = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k,
+                                                  _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                                     _mm512_set1_epi32((int) sizeof(vlc_block_q8k))),
+                                                  &x->d, 1);
+    const __m512 p = _mm512_mul_ps(
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(T == TI_Q6_K ? _mm512_srli_epi32(dd, 16) : dd)), xd);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a5_tree8(va)), p, acc);
     if (T != TI_Q6_K) {
-        const __m512 pm = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) mh)), xd);
+        const __m512 pm = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16))), xd);
         acc             = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(a5_tree8(vb)), pm, acc);
     }
     return acc;
