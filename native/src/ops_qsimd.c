@@ -406,8 +406,8 @@ static inline uint16_t k_d(int T, const uint8_t * wb) {
     return ld_u16(wb + (T == TI_Q6_K ? 208 : 0));
 }
 
-// the f32 terms of super-blocks b0 .. b0 + m - 1 (m <= L) into acc; per_blk(i) gives
-// block i's partial vectors, one tree turns them into lane i = A_i (B_i)
+// the f32 terms of super-blocks 0 .. m - 1 (m <= 8) into acc: a2_kblk's partial vectors of
+// each block, then one tree, lane i = A_i (B_i)
 INL TGT2 __m256 a2_k_group(int T, const uint8_t * wb, const vlc_block_q8k * x, int m, __m256 acc) {
     const int64_t bs = ti_bs(T);
     __m256i       va[8], vb[8];
@@ -626,8 +626,8 @@ INL TGT5 __m512i a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m
     if (T == TI_Q6_K) {
         const __m256i scv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) (wb + 192)));
         const __m512i sc  = _mm512_castsi256_si512(scv);
-        // 64 codes of elements 128 h + 64 k ..: bytes 0-31 ql & 15 (k = 0) or ql >> 4 (k = 1),
-        // bytes 32-63 likewise from ql + 32; bits 2 k + (0, 2 | 4, 6) of qh as bits 4-5
+        // per half h, two vectors k of 64 codes (elements 128 h + 64 k ..); the bytes of the
+        // 32-element quarters i = 2 k, 2 k + 1 come from ql (low / high nibbles) and qh as below
         for (int h = 0; h < 2; h++) {
             const __m512i l  = _mm512_loadu_si512((const void *) (wb + 64 * h));
             const __m512i hh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *) (wb + 128 + 32 * h)));
@@ -643,8 +643,8 @@ INL TGT5 __m512i a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m
                 const __m512i q = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
                 p[k]            = _mm512_dpbusd_epi32(zero, q, _mm512_loadu_si512((const void *) (x->qs + 128 * h + 64 * k)));
             }
-            // int16 lane 8 c + i of the pack (chunk c): p[i / 4] lane 4 c + i % 4, i.e. the
-            // 16-element sub-block 8 h + 4 (i / 4) + c
+            // int16 lane 8 j + i of the pack (128-bit chunk j): p[i / 4] lane 4 j + i % 4, which
+            // is the 16-element sub-block 8 h + 4 (i / 4) + j
             const __m512i pk  = _mm512_packs_epi32(p[0], p[1]);
             const __m512i idx = _mm512_add_epi16(_mm512_loadu_si512((const void *) k_q6_sub),
                                                  _mm512_set1_epi16((short) (8 * h)));
@@ -679,7 +679,8 @@ INL TGT5 __m512i a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m
             }
             p[k] = _mm512_dpbusd_epi32(zero, u, _mm512_loadu_si512((const void *) (x->qs + 64 * c)));
         }
-        // int16 lane 8 c + i: p[i / 4] lane 4 c + i % 4 = sub-block 4 h + 2 (i / 4) + (c >= 2)
+        // int16 lane 8 j + i of the pack (128-bit chunk j): p[i / 4] lane 4 j + i % 4, which
+        // is sub-block 4 h + 2 (i / 4) + (j >= 2)
         const __m512i idx = _mm512_add_epi16(_mm512_loadu_si512((const void *) k_q4_sub),
                                              _mm512_set1_epi16((short) (4 * h)));
         acc = _mm512_dpwssd_epi32(acc, _mm512_packs_epi32(p[0], p[1]), _mm512_permutexvar_epi16(idx, sc));
@@ -688,6 +689,12 @@ INL TGT5 __m512i a5_kblk(int T, const uint8_t * wb, const vlc_block_q8k * x, __m
     const __m256i md = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));  // m0 m0 m1 m1 ... m7 m7
     *pb              = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *) x->bsums), md);
     return acc;
+}
+
+// lane i = i * s (byte offsets of a gather)
+INL TGT5 __m512i a5_stride(int s) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(s));
 }
 
 // the f32 terms of super-blocks 0 .. m - 1 (m <= 16) into acc: the blocks' partial vectors
@@ -709,15 +716,12 @@ INL TGT5 __m512 a5_k_group(int T, const uint8_t * wb, const vlc_block_q8k * x, i
                                  _mm512_shuffle_i64x2(a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
         vb[p] = _mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1);
     }
-    // d (and dmin) of the 16 blocks: one 32-bit gather (Q6_K: bytes 206-209, d in the high half)
+    // d (and dmin) of the m blocks with one 32-bit gather (Q6_K: bytes 206-209 of the block,
+    // d in the high half), the activation scales with another; lanes >= m are 0
     const __mmask16 k  = (__mmask16) (m >= 16 ? 0xFFFF : (1u << m) - 1u);
-    const __m512i   lo = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32((int) bs));
-    const __m512i   dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, lo,
+    const __m512i   dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, a5_stride((int) bs),
                                                      wb + (T == TI_Q6_K ? 206 : 0), 1);
-    const __m512    xd = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k,
-                                                  _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                                     _mm512_set1_epi32((int) sizeof(vlc_block_q8k))),
+    const __m512    xd = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, a5_stride((int) sizeof(vlc_block_q8k)),
                                                   &x->d, 1);
     const __m512 p = _mm512_mul_ps(
         _mm512_cvtph_ps(_mm512_cvtepi32_epi16(T == TI_Q6_K ? _mm512_srli_epi32(dd, 16) : dd)), xd);
