@@ -246,6 +246,37 @@ typedef struct {
     const float *         s;
 } qs_xrow;
 
+// row kernels over a laid-out activation row (legacy types only)
+typedef float (*qdotx_fn)(const void * w, const qs_xrow * xr, int64_t n);
+
+// The entry points of one level P (a2, a5) under target TGT, from its P##_dot_leg and
+// P##_dot_k: P##_<type> (vlc_qdot_fn), P##x_<type> (legacy types over a laid-out row), and
+// their tables g_P_fns / g_Px_fns indexed by TI_*.
+#define VLC_QDOT_LEG(P, TGT, S, T)                                                                                     \
+    static TGT float P##_##S(const void * w, const void * xq, int64_t n) {                                             \
+        const qs_xrow xr = { .blk = xq };                                                                              \
+        return P##_dot_leg(T, 0, w, &xr, n);                                                                           \
+    }                                                                                                                  \
+    static TGT float P##x_##S(const void * w, const qs_xrow * xr, int64_t n) {                                         \
+        return P##_dot_leg(T, 1, w, xr, n);                                                                            \
+    }
+#define VLC_QDOT_K(P, TGT, S, T)                                                                                       \
+    static TGT float P##_##S(const void * w, const void * xq, int64_t n) {                                             \
+        return P##_dot_k(T, w, xq, n);                                                                                 \
+    }
+#define VLC_QDOT_LEVEL(P, TGT)                                                                                         \
+    VLC_QDOT_LEG(P, TGT, q8_0, TI_Q8_0)                                                                                \
+    VLC_QDOT_LEG(P, TGT, q4_0, TI_Q4_0)                                                                                \
+    VLC_QDOT_LEG(P, TGT, q4_1, TI_Q4_1)                                                                                \
+    VLC_QDOT_LEG(P, TGT, q5_0, TI_Q5_0)                                                                                \
+    VLC_QDOT_LEG(P, TGT, q5_1, TI_Q5_1)                                                                                \
+    VLC_QDOT_K(P, TGT, q4_k, TI_Q4_K)                                                                                  \
+    VLC_QDOT_K(P, TGT, q5_k, TI_Q5_K)                                                                                  \
+    VLC_QDOT_K(P, TGT, q6_k, TI_Q6_K)                                                                                  \
+    static const qdotx_fn    g_##P##x_fns[TI_Q4_K] = { P##x_q8_0, P##x_q4_0, P##x_q4_1, P##x_q5_0, P##x_q5_1 };         \
+    static const vlc_qdot_fn g_##P##_fns[TI_N]     = { P##_q8_0, P##_q4_0, P##_q4_1, P##_q5_0,                         \
+                                                       P##_q5_1, P##_q4_k, P##_q5_k, P##_q6_k };
+
 // n (<= 16) values from p, zeros after
 static inline void copy_pad_f(float * dst, const float * p, int n, int len) {
     for (int i = 0; i < len; i++) {
@@ -452,33 +483,7 @@ INL TGT2 float a2_dot_k(int T, const void * w, const void * xq, int64_t n) {
     return a2_hsumf(acc);
 }
 
-#define VLC_A2_LEG(NAME, NAMEX, T)                                                                                     \
-    static TGT2 float NAME(const void * w, const void * xq, int64_t n) {                                               \
-        const qs_xrow xr = { .blk = xq };                                                                              \
-        return a2_dot_leg(T, 0, w, &xr, n);                                                                            \
-    }                                                                                                                  \
-    static TGT2 float NAMEX(const void * w, const qs_xrow * xr, int64_t n) {                                           \
-        return a2_dot_leg(T, 1, w, xr, n);                                                                             \
-    }
-#define VLC_A2_K(NAME, T)                                                                                              \
-    static TGT2 float NAME(const void * w, const void * xq, int64_t n) {                                               \
-        return a2_dot_k(T, w, xq, n);                                                                                  \
-    }
-VLC_A2_LEG(a2_q8_0, a2x_q8_0, TI_Q8_0)
-VLC_A2_LEG(a2_q4_0, a2x_q4_0, TI_Q4_0)
-VLC_A2_LEG(a2_q4_1, a2x_q4_1, TI_Q4_1)
-VLC_A2_LEG(a2_q5_0, a2x_q5_0, TI_Q5_0)
-VLC_A2_LEG(a2_q5_1, a2x_q5_1, TI_Q5_1)
-VLC_A2_K(a2_q4_k, TI_Q4_K)
-VLC_A2_K(a2_q5_k, TI_Q5_K)
-VLC_A2_K(a2_q6_k, TI_Q6_K)
-
-// row kernels over a laid-out activation row (legacy types only)
-typedef float (*qdotx_fn)(const void * w, const qs_xrow * xr, int64_t n);
-
-static const qdotx_fn g_a2x_fns[TI_Q4_K] = { a2x_q8_0, a2x_q4_0, a2x_q4_1, a2x_q5_0, a2x_q5_1 };
-
-static const vlc_qdot_fn g_a2_fns[TI_N] = { a2_q8_0, a2_q4_0, a2_q4_1, a2_q5_0, a2_q5_1, a2_q4_k, a2_q5_k, a2_q6_k };
+VLC_QDOT_LEVEL(a2, TGT2)
 
 // ===========================================================================
 // AVX-512 + VNNI: 16 lanes
@@ -748,30 +753,7 @@ INL TGT5 float a5_dot_k(int T, const void * w, const void * xq, int64_t n) {
     return a5_hsumf(acc);
 }
 
-#define VLC_A5_LEG(NAME, NAMEX, T)                                                                                     \
-    static TGT5 float NAME(const void * w, const void * xq, int64_t n) {                                               \
-        const qs_xrow xr = { .blk = xq };                                                                              \
-        return a5_dot_leg(T, 0, w, &xr, n);                                                                            \
-    }                                                                                                                  \
-    static TGT5 float NAMEX(const void * w, const qs_xrow * xr, int64_t n) {                                           \
-        return a5_dot_leg(T, 1, w, xr, n);                                                                             \
-    }
-#define VLC_A5_K(NAME, T)                                                                                              \
-    static TGT5 float NAME(const void * w, const void * xq, int64_t n) {                                               \
-        return a5_dot_k(T, w, xq, n);                                                                                  \
-    }
-VLC_A5_LEG(a5_q8_0, a5x_q8_0, TI_Q8_0)
-VLC_A5_LEG(a5_q4_0, a5x_q4_0, TI_Q4_0)
-VLC_A5_LEG(a5_q4_1, a5x_q4_1, TI_Q4_1)
-VLC_A5_LEG(a5_q5_0, a5x_q5_0, TI_Q5_0)
-VLC_A5_LEG(a5_q5_1, a5x_q5_1, TI_Q5_1)
-VLC_A5_K(a5_q4_k, TI_Q4_K)
-VLC_A5_K(a5_q5_k, TI_Q5_K)
-VLC_A5_K(a5_q6_k, TI_Q6_K)
-
-static const qdotx_fn g_a5x_fns[TI_Q4_K] = { a5x_q8_0, a5x_q4_0, a5x_q4_1, a5x_q5_0, a5x_q5_1 };
-
-static const vlc_qdot_fn g_a5_fns[TI_N] = { a5_q8_0, a5_q4_0, a5_q4_1, a5_q5_0, a5_q5_1, a5_q4_k, a5_q5_k, a5_q6_k };
+VLC_QDOT_LEVEL(a5, TGT5)
 
 // ===========================================================================
 // prefill: token-lane kernels
