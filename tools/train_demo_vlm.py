@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Train the demo VLM: a small LLaVA-1.5 on the synthetic shapes world (tools/shapes_world.py).
+
+The model is a Hugging Face ``LlavaForConditionalGeneration`` (CLIP ViT + 2-layer GELU MLP
+projector + Llama with grouped-query attention), so transformers is the oracle for our
+runtime and tools/convert_hf_to_gguf.py converts it. The tokenizer is a SentencePiece BPE
+trained on the world's text (Llama's options: byte fallback, split digits, dummy prefix) plus
+``<image>`` as an added special token.
+
+    python tools/train_demo_vlm.py --out demo-train --steps 2400 --seed 0     # trains (resumes)
+    python tools/train_demo_vlm.py --out demo-train --export models/shapes-llava-q8_0.gguf
+
+Training is deterministic in --seed: the data of step s comes from Random(seed, s), so a run
+stopped at any point and resumed (the default, from OUT/ckpt.pt, saved every --save-every
+steps) sees the same data as an uninterrupted one. It prints the loss with a progress bar and
+the greedy exact-match accuracy on a held-out set every --eval-every steps. torch,
+transformers and sentencepiece are tools here, never dependencies of the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+import shapes_world as W  # noqa: E402
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The architecture (about 5.6M parameters; 5.9 MB as Q8_0).
+TEXT = dict(hidden=256, layers=6, heads=4, kv_heads=2, ff=704, ctx=1024)
+VISION = dict(image=W.IMAGE_SIZE, patch=12, hidden=128, layers=5, heads=4, ff=512)  # layer -2 is used
+N_IMAGE_TOKENS = (VISION["image"] // VISION["patch"]) ** 2
+VOCAB = 384
+
+
+def train_tokenizer(out: Path, seed: int):
+    """SentencePiece BPE on the world's text, saved as tokenizer.model + HF tokenizer files."""
+    import sentencepiece as spm
+    from transformers import AddedToken, AutoTokenizer, LlamaTokenizer
+
+    lines = W.corpus(random.Random(seed), 20000)
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = str(Path(tmp) / "spm")
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=prefix, vocab_size=VOCAB, model_type="bpe",
+            byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+            character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
+            hard_vocab_limit=False, minloglevel=2)
+        src = Path(tmp) / "src"
+        src.mkdir()
+        shutil.copy(prefix + ".model", src / "tokenizer.model")
+        tok = LlamaTokenizer.from_pretrained(str(src), add_bos_token=True, add_eos_token=False)
+        tok.save_pretrained(str(out))
+        shutil.copy(prefix + ".model", out / "tokenizer.model")
+    tok = AutoTokenizer.from_pretrained(str(out))
+    tok.add_tokens([AddedToken(W.IMAGE, special=True, normalized=False)], special_tokens=True)
+    tok.save_pretrained(str(out))
+    return AutoTokenizer.from_pretrained(str(out))
+
+
+def build_model(tok, seed: int):
+    import torch
+    import transformers as tf
+
+    t, v = TEXT, VISION
+    tcfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=t["hidden"], num_hidden_layers=t["layers"],
+                          num_attention_heads=t["heads"], num_key_value_heads=t["kv_heads"],
+                          intermediate_size=t["ff"], head_dim=t["hidden"] // t["heads"], rms_norm_eps=1e-5,
+                          max_position_embeddings=t["ctx"], tie_word_embeddings=False, bos_token_id=1,
+                          eos_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    vcfg = tf.CLIPVisionConfig(image_size=v["image"], patch_size=v["patch"], hidden_size=v["hidden"],
+                               num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
+                               intermediate_size=v["ff"], hidden_act="quick_gelu", layer_norm_eps=1e-5,
+                               projection_dim=v["hidden"])
+    cfg = tf.LlavaConfig(vision_config=vcfg, text_config=tcfg, image_token_id=tok.convert_tokens_to_ids(W.IMAGE),
+                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu", tie_word_embeddings=False,
+                         image_seq_length=N_IMAGE_TOKENS)
+    torch.manual_seed(seed)
+    return tf.LlavaForConditionalGeneration(cfg)
+
+
+def processor(tok):
+    import transformers as tf
+    size = dict(size={"shortest_edge": VISION["image"]},
+                crop_size={"height": VISION["image"], "width": VISION["image"]})
+    ip = tf.CLIPImageProcessor(**size)
+    return tf.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=VISION["patch"],
+                             vision_feature_select_strategy="default", image_token=W.IMAGE,
+                             num_additional_image_tokens=1), ip
+
+
+def pixels(images) -> np.ndarray:
+    """CLIP normalisation of 96x96 pictures (what CLIPImageProcessor gives at this size)."""
+    a = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
+    a = (a - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return a.transpose(0, 3, 1, 2).copy()
+
+
+class Encoder:
+    """Text -> token ids (as HF's processor makes them: each <image> expanded) and labels."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.image_id = tok.convert_tokens_to_ids(W.IMAGE)
+        self.eos = tok.eos_token_id
+
+    def ids(self, text: str) -> list:
+        out = []
+        for t in self.tok(text)["input_ids"]:
+            out.extend([t] * N_IMAGE_TOKENS if t == self.image_id else [t])
+        return out
+
+    def example(self, ex: W.Example):
+        """(ids, labels): answers (both turns) and the final EOS are the targets."""
+        segs = [(f"USER: {ex.header()}{ex.first_question or ex.question} ASSISTANT:", False)]
+        if ex.first_question is not None:
+            segs += [(f" {ex.first_answer}", True), (f" USER: {ex.question} ASSISTANT:", False)]
+        segs.append((f" {ex.answer}", True))
+        text, ids, labels = "", [], []
+        for seg, target in segs:
+            text += seg
+            full = self.ids(text)
+            if full[:len(ids)] != ids:
+                raise RuntimeError(f"tokenization of {text!r} does not extend its prefix")
+            new = full[len(ids):]
+            ids += new
+            labels += new if target else [-100] * len(new)
+        return ids + [self.eos], labels + [self.eos]
+
+
+def picture_count(rng: random.Random) -> int:
+    return 1 if rng.random() < 0.35 else rng.randint(2, 8)
+
+
+def make_batch(enc: Encoder, seed: int, step: int, tokens: int):
+    import torch
+    rng = random.Random(seed * 1_000_003 + step)
+    n_pic = picture_count(rng)
+    exs, rows = [], []
+    while True:
+        ex = W.make_example(rng, n_pictures=n_pic, follow_up=rng.random() < 0.3)
+        rows.append(enc.example(ex))
+        exs.append(ex)
+        if sum(len(r[0]) for r in rows) >= tokens or len(rows) >= 48:
+            break
+    T = max(len(r[0]) for r in rows)
+    ids = torch.full((len(rows), T), enc.eos, dtype=torch.long)
+    lab = torch.full((len(rows), T), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, (a, b) in enumerate(rows):
+        ids[i, :len(a)] = torch.tensor(a)
+        lab[i, :len(b)] = torch.tensor(b)
+        mask[i, :len(a)] = 1
+    pv = torch.from_numpy(pixels([im for ex in exs for im in ex.images]))
+    return dict(input_ids=ids, attention_mask=mask, labels=lab, pixel_values=pv)
+
+
+def heldout(seed: int, n: int):
+    """The held-out set printed during training: half one picture, half 4-8 pictures."""
+    rng = random.Random(seed + 10**9)
+    return [W.make_example(rng, n_pictures=1 if i % 2 == 0 else rng.randint(4, 8), follow_up=i % 4 == 3)
+            for i in range(n)]
+
+
+def greedy(model, enc: Encoder, ex: W.Example, max_new: int = 48) -> str:
+    import torch
+    ids = enc.ids(ex.prompt)
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             pixel_values=torch.from_numpy(pixels(ex.images)), max_new_tokens=max_new,
+                             do_sample=False, pad_token_id=enc.eos, eos_token_id=enc.eos)
+    return enc.tok.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def evaluate(model, enc, exs) -> dict:
+    model.eval()
+    scores = {}
+    for ex in exs:
+        key = ("1 picture" if not ex.multi else "4-8 pictures") + (" follow-up" if ex.first_question else "")
+        scores.setdefault(key, []).append(W.score_answer(ex, greedy(model, enc, ex)))
+    model.train()
+    return {k: float(np.mean(v)) for k, v in sorted(scores.items())}
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(args) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    hf = out / "hf"
+    hf.mkdir(parents=True, exist_ok=True)
+    if (hf / "tokenizer.model").is_file():
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(str(hf))
+    else:
+        tok = train_tokenizer(hf, args.seed)
+    enc = Encoder(tok)
+    model = build_model(tok, args.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    ckpt = out / "ckpt.pt"
+    step, log = 0, []
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, log = state["step"], state["log"]
+        print(f"resumed from {ckpt} at step {step}")
+    print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {N_IMAGE_TOKENS} tokens per picture; "
+          f"{args.steps} steps of ~{args.tokens} tokens, {torch.get_num_threads()} threads")
+    exs = heldout(args.seed, args.eval_n)
+    model.train()
+
+    def save():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log},
+                   str(ckpt) + ".tmp")
+        os.replace(str(ckpt) + ".tmp", ckpt)
+
+    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    t0, ema = time.time(), None
+    while step < args.steps:
+        batch = make_batch(enc, args.seed, step, args.tokens)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr)
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.4f}", pics=batch["pixel_values"].shape[0])
+        entry = {"step": step, "loss": round(loss.item(), 5), "s": round(time.time() - t0, 1)}
+        if step % args.eval_every == 0 or step == args.steps:
+            entry["heldout"] = evaluate(model, enc, exs)
+            tqdm.write(f"step {step}: loss {ema:.4f}, held-out exact match "
+                       + ", ".join(f"{k} {v:.1%}" for k, v in entry["heldout"].items()))
+        log.append(entry)
+        if step % args.save_every == 0 or step == args.steps:
+            save()
+    bar.close()
+    model.save_pretrained(str(hf), safe_serialization=True)
+    proc, ip = processor(tok)
+    proc.save_pretrained(str(hf))
+    ip.save_pretrained(str(hf))
+    (out / "train_log.json").write_text(json.dumps(log))
+    print(f"saved {hf}")
+    return hf
+
+
+def export(args) -> Path:
+    """OUT/hf -> F32 GGUF -> Q8_0 GGUF (text and vision weights) at --export."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
+    conv = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = conv
+    spec.loader.exec_module(conv)
+    dst = Path(args.export)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    f32 = Path(args.out) / "model-f32.gguf"
+    conv.convert(Path(args.out) / "hf", f32, "f32")
+    import subprocess
+    subprocess.run([sys.executable, str(TOOLS / "quantize.py"), str(f32), str(dst), args.export_type,
+                    "--vision-type", args.export_type], check=True)
+    print(f"wrote {dst} ({dst.stat().st_size / 2**20:.2f} MiB)")
+    return dst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="demo-train", help="checkpoint folder (resumed when it holds ckpt.pt)")
+    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokens", type=int, default=2048, help="tokens per step (examples of one picture count)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-every", type=int, default=200)
+    ap.add_argument("--eval-n", type=int, default=32)
+    ap.add_argument("--save-every", type=int, default=50)
+    ap.add_argument("--export", default=None, help="write the trained model as a GGUF here (no training)")
+    ap.add_argument("--export-type", default="Q8_0")
+    args = ap.parse_args(argv)
+    if args.export:
+        export(args)
+    else:
+        train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
