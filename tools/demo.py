@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """The main job, end to end, with nothing to download.
 
-1. Writes a tiny random LLaVA-1.5 checkpoint in Hugging Face layout (config.json,
-   model.safetensors, preprocessor_config.json, tokenizer.json with a small byte-fallback
-   BPE vocabulary learned here from a paragraph of text), using only NumPy.
-2. Converts it to one GGUF with tools/convert_hf_to_gguf.py.
-3. Draws a picture, loads the GGUF with vlcache_native, and answers a question about the
-   picture, printing the text and timings.
+By default it loads the shipped demo VLM (models/shapes-llava-q8_0.gguf, a 5.6M-parameter
+LLaVA-1.5 trained by tools/train_demo_vlm.py on the synthetic shapes world of
+tools/shapes_world.py), draws a fresh scene, asks questions about it (one picture, then
+several pictures in one prompt) and prints each answer beside the truth, with the whole KV
+cache and with VL-Cache at ``--kv-budget`` (0.1), plus timings and KV bytes.
 
-The weights are random, so the answer is gibberish; the pipeline is the real one.
-``--text-only`` does the same with a plain Llama and no image.
+``--random`` runs the pipeline alone on a random tiny model instead (the answer is
+gibberish): it writes a random LLaVA-1.5 checkpoint in Hugging Face layout with NumPy,
+converts it with tools/convert_hf_to_gguf.py, loads it and answers a question about a
+drawn picture; ``--text-only`` does the same with a plain Llama.
 
-    python tools/demo.py [--outdir demo-model] [--prompt "..."] [--max-tokens 32] [--threads 2]
+    python tools/demo.py [--seed N] [--kv-budget 0.1] [--kv-policy vl-cache] [--threads 2]
+    python tools/demo.py --random [--text-only] [--prompt "..."] [--max-tokens 32]
 """
 
 from __future__ import annotations
@@ -228,20 +230,82 @@ def load_converter():
     return mod
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--outdir", default="demo-model", help="where the checkpoint, GGUF and picture go")
-    ap.add_argument("--prompt", default=None, help="the question (default depends on --text-only)")
-    ap.add_argument("--image", default=None, help="a picture of yours instead of the drawn one")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16"])
-    ap.add_argument("--text-only", action="store_true", help="a plain Llama, no image")
-    ap.add_argument("--kv-budget", type=float, default=0.1,
-                    help="VL-Cache: fraction of the prompt's KV cache kept after prefill (1 = all)")
-    ap.add_argument("--kv-policy", default="vl-cache", help="KV policy (vl-cache, h2o, snapkv, streamingllm, ...)")
-    args = ap.parse_args(argv)
+SHIPPED = TOOLS.parent / "models" / "shapes-llava-q8_0.gguf"
 
+
+def _mark(ok: bool) -> str:
+    return "ok " if ok else "XX "
+
+
+def trained_demo(args) -> int:
+    """The shipped demo VLM answers questions about a freshly drawn scene, with the whole KV
+    cache and with the budget, each answer printed beside the truth."""
+    import random
+
+    import vlcache_native as vc
+
+    sys.path.insert(0, str(TOOLS))
+    import shapes_world as W
+
+    path = Path(args.model)
+    if not path.is_file():
+        print(f"error: {path} not found (the shipped demo model; --random runs a random one)", file=sys.stderr)
+        return 1
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    rng = random.Random(seed)
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    single = [W.make_example(rng, 1, kind=k) for k in W.SINGLE_KINDS]
+    scene = single[0].scenes[0]
+    for ex in single[1:]:  # every question about the same picture
+        ex.scenes, ex.images = single[0].scenes, single[0].images
+        q, a, o = W.single_question(rng, scene, ex.kind)
+        ex.question, ex.answer, ex.target = q, a, o
+    multi = [W.make_example(rng, args.pictures, kind=k) for k in ("colour", "which", "describe")]
+    for ex in multi[1:]:
+        ex.scenes, ex.images = multi[0].scenes, multi[0].images
+        ex.question, ex.answer, ex.target, ex.picture = W.multi_question(rng, ex.scenes, ex.kind)
+    single[0].images[0].save(outdir / "scene.png")
+    for i, im in enumerate(multi[0].images):
+        im.save(outdir / f"picture{i + 1}.png")
+
+    budget = args.kv_budget
+    with vc.Model(path, n_ctx=1024, n_threads=args.threads) as model:
+        print(f"model: {path} ({path.stat().st_size / 2**20:.1f} MiB, {model.info['n_params'] / 1e6:.1f}M "
+              f"parameters, {vc.build_info()})")
+        print(f"scene seed {seed} (--seed {seed} draws it again); pictures in {outdir}/\n")
+        right = {"full": 0, "kv": 0}
+        L, Hkv = model.n_layer, model.n_head_kv
+        entry = 2 * model.info["head_dim"] * (2 if model.kv_type == "f16" else 4)  # a K and a V row
+        for title, exs in ((f"One picture ({outdir / 'scene.png'}):", single),
+                           (f"{args.pictures} pictures ({outdir}/picture1.png ...):", multi)):
+            print(title)
+            for ex in exs:
+                full = model.generate(ex.prompt, images=ex.images, max_tokens=64)
+                comp = model.generate(ex.prompt, images=ex.images, max_tokens=64, kv_budget=budget,
+                                      kv_policy=args.kv_policy)
+                ok_f, ok_c = full.text.strip() == ex.answer, comp.text.strip() == ex.answer
+                right["full"] += ok_f
+                right["kv"] += ok_c
+                kv = comp.stats.kv
+                print(f"  Q: {ex.question}")
+                print(f"     truth         {ex.answer}")
+                print(f"     {_mark(ok_f)}full cache  {full.text.strip()}")
+                print(f"     {_mark(ok_c)}{args.kv_policy} {budget:g}  {comp.text.strip()}")
+                kept = sum(len(h) for layer in kv.kept for h in layer)
+                print(f"                   {full.stats.prompt_tokens} prompt tokens ({full.stats.image_tokens} image): "
+                      f"prefill {full.stats.prefill_tokens_per_s:.0f} tok/s, decode "
+                      f"{full.stats.decode_tokens_per_s:.0f} tok/s; the prompt's KV "
+                      f"{kv.n_prompt * L * Hkv * entry / 1024:.0f} KiB -> {kept * entry / 1024:.0f} KiB kept; "
+                      f"the allocator holds {kv.kv_bytes_after / 1024:.0f} KiB (with room for 64 answer tokens)")
+            print()
+        n = len(single) + len(multi)
+        print(f"exact answers: full cache {right['full']}/{n}, {args.kv_policy} at {budget:g} {right['kv']}/{n}")
+    return 0
+
+
+def random_demo(args) -> int:
+    """The pipeline alone on a random tiny model: write, convert, load, answer (gibberish)."""
     import vlcache_native as vc
 
     outdir = Path(args.outdir)
@@ -278,6 +342,29 @@ def main(argv=None) -> int:
         same = "the same text" if full.text == out.text else f"a different text: {full.text!r}"
         print(f"\nwith the whole KV cache the model writes {same}")
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(SHIPPED), help="the demo VLM (default: the shipped one)")
+    ap.add_argument("--seed", type=int, default=None, help="scene seed (default: a fresh scene)")
+    ap.add_argument("--pictures", type=int, default=6, help="pictures in the multi-picture questions")
+    ap.add_argument("--outdir", default="demo-out", help="where pictures (and --random's model) go")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--kv-budget", type=float, default=0.1,
+                    help="VL-Cache: fraction of the prompt's KV cache kept after prefill (1 = all)")
+    ap.add_argument("--kv-policy", default="vl-cache", help="KV policy (vl-cache, h2o, snapkv, streamingllm, ...)")
+    g = ap.add_argument_group("the random model (the pipeline alone; its answers are gibberish)")
+    g.add_argument("--random", action="store_true", help="write, convert and run a random tiny LLaVA")
+    g.add_argument("--text-only", action="store_true", help="with --random: a plain Llama, no image")
+    g.add_argument("--prompt", default=None, help="with --random: the question")
+    g.add_argument("--image", default=None, help="with --random: a picture of yours instead of the drawn one")
+    g.add_argument("--max-tokens", type=int, default=32)
+    g.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16"])
+    args = ap.parse_args(argv)
+    if args.random or args.text_only:
+        return random_demo(args)
+    return trained_demo(args)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT = dict(hidden=256, layers=6, heads=4, kv_heads=2, ff=704, ctx=1024)
 VISION = dict(image=W.IMAGE_SIZE, patch=12, hidden=128, layers=5, heads=4, ff=512)  # layer -2 is used
 N_IMAGE_TOKENS = (VISION["image"] // VISION["patch"]) ** 2
-VOCAB = 384
+VOCAB = 512
 
 
 def train_tokenizer(out: Path, seed: int):
@@ -91,7 +91,76 @@ def build_model(tok, seed: int):
                          projector_hidden_act="gelu", tie_word_embeddings=False,
                          image_seq_length=N_IMAGE_TOKENS)
     torch.manual_seed(seed)
-    return tf.LlavaForConditionalGeneration(cfg)
+    model = tf.LlavaForConditionalGeneration(cfg)
+    with torch.no_grad():  # token embeddings at the scale the image rows are held to (Aux)
+        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
+    return model
+
+
+class Aux:
+    """Training-only help for the vision tower, dropped at export (the model stays LLaVA-1.5).
+
+    Trained from scratch through the language model alone, the ViT gets almost no signal:
+    in a first run (no Aux) the LM learned the answers' wording by step 1000 and still
+    ignored the pictures at step 1450, while the image rows' RMS grew to 350 (text
+    embeddings: 0.03), which scales the gradient reaching the ViT through the LM's RMSNorm
+    by 1/350. So:
+    - a linear probe on every patch of the feature layer (the ViT output LLaVA reads)
+      predicts the patch's grid cell and the shape, colour and size of the object in that
+      cell (or "none"): dense, direct supervision of what the questions ask about;
+    - a penalty holds each projected image row's RMS near 1, the token embeddings' scale.
+    """
+
+    CLASSES = (W.GRID * W.GRID, len(W.SHAPES) + 1, len(W.COLOURS) + 1, len(W.SIZES) + 1)  # cell, attributes
+
+    def __init__(self, model, weight: float = 0.5, mag: float = 0.01):
+        import torch
+        self.weight, self.mag = weight, mag
+        self.head = torch.nn.Linear(VISION["hidden"], sum(self.CLASSES))
+        self.seen = {}
+        vt = model.model.vision_tower
+        tower = getattr(vt, "vision_model", vt).encoder.layers[VISION["layers"] - 2]  # its output: hidden state -2
+        tower.register_forward_hook(lambda m, i, o: self.seen.__setitem__("feat", o[0] if isinstance(o, tuple) else o))
+        model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: self.seen.__setitem__("proj", o))
+        g = VISION["image"] // VISION["patch"]
+        centre = (np.arange(g) * VISION["patch"] + VISION["patch"] // 2) // W.CELL
+        self.patch_cell = (centre[:, None] * W.GRID + centre[None, :]).reshape(-1)  # [64] cell of each patch
+
+    def parameters(self):
+        return self.head.parameters()
+
+    def targets(self, scenes):
+        import torch
+        t = np.zeros((len(scenes), len(self.patch_cell), 4), np.int64)
+        for i, sc in enumerate(scenes):
+            attrs = np.zeros((W.GRID * W.GRID, 3), np.int64)
+            for o in sc.objects:
+                attrs[o.cell] = (W.SHAPES.index(o.shape) + 1, list(W.COLOURS).index(o.colour) + 1,
+                                 W.SIZES.index(o.size) + 1)
+            t[i, :, 0] = self.patch_cell
+            t[i, :, 1:] = attrs[self.patch_cell]
+        return torch.from_numpy(t)
+
+    def loss(self, scenes):
+        """(auxiliary loss, probe accuracy on the objects' attributes) for the last forward."""
+        import torch
+        import torch.nn.functional as F
+        feat = self.seen["feat"][:, 1:]  # drop CLS: the rows LLaVA-1.5 uses
+        logits = self.head(feat)
+        tgt = self.targets(scenes)
+        losses, hits, n, off = [], 0, 0, 0
+        for k, c in enumerate(self.CLASSES):
+            lg = logits[..., off:off + c].reshape(-1, c)
+            tk = tgt[..., k].reshape(-1)
+            losses.append(F.cross_entropy(lg, tk))
+            if k:
+                obj = tgt[..., 1].reshape(-1) > 0
+                hits += (lg.argmax(-1)[obj] == tk[obj]).sum().item()
+                n += obj.sum().item()
+            off += c
+        rms = self.seen["proj"].pow(2).mean(-1).sqrt()
+        total = self.weight * sum(losses) / len(losses) + self.mag * (rms - 1).pow(2).mean()
+        return total, hits / max(n, 1)
 
 
 def processor(tok):
@@ -167,7 +236,7 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int):
         lab[i, :len(b)] = torch.tensor(b)
         mask[i, :len(a)] = 1
     pv = torch.from_numpy(pixels([im for ex in exs for im in ex.images]))
-    return dict(input_ids=ids, attention_mask=mask, labels=lab, pixel_values=pv)
+    return dict(input_ids=ids, attention_mask=mask, labels=lab, pixel_values=pv), [s for ex in exs for s in ex.scenes]
 
 
 def heldout(seed: int, n: int):
@@ -220,12 +289,15 @@ def train(args) -> Path:
     enc = Encoder(tok)
     model = build_model(tok, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    aux = Aux(model)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.95),
+                            weight_decay=0.01)
     ckpt = out / "ckpt.pt"
     step, log = 0, []
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
+        aux.head.load_state_dict(state["aux"])
         opt.load_state_dict(state["opt"])
         step, log = state["step"], state["log"]
         print(f"resumed from {ckpt} at step {step}")
@@ -235,26 +307,29 @@ def train(args) -> Path:
     model.train()
 
     def save():
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log},
+        torch.save({"model": model.state_dict(), "aux": aux.head.state_dict(), "opt": opt.state_dict(),
+                    "step": step, "log": log},
                    str(ckpt) + ".tmp")
         os.replace(str(ckpt) + ".tmp", ckpt)
 
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
     t0, ema = time.time(), None
     while step < args.steps:
-        batch = make_batch(enc, args.seed, step, args.tokens)
+        batch, scenes = make_batch(enc, args.seed, step, args.tokens)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         loss = model(**batch).loss
+        aux_loss, probe = aux.loss(scenes)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (loss + aux_loss).backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
         opt.step()
         step += 1
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         bar.update(1)
-        bar.set_postfix(loss=f"{ema:.4f}", pics=batch["pixel_values"].shape[0])
-        entry = {"step": step, "loss": round(loss.item(), 5), "s": round(time.time() - t0, 1)}
+        bar.set_postfix(loss=f"{ema:.4f}", probe=f"{probe:.2f}", pics=batch["pixel_values"].shape[0])
+        entry = {"step": step, "loss": round(loss.item(), 5), "aux": round(aux_loss.item(), 5),
+                 "probe": round(probe, 4), "s": round(time.time() - t0, 1)}
         if step % args.eval_every == 0 or step == args.steps:
             entry["heldout"] = evaluate(model, enc, exs)
             tqdm.write(f"step {step}: loss {ema:.4f}, held-out exact match "
@@ -296,9 +371,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per step (examples of one picture count)")
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--eval-every", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=300)
     ap.add_argument("--eval-n", type=int, default=32)
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--export", default=None, help="write the trained model as a GGUF here (no training)")
