@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import time
 import weakref
@@ -79,16 +80,6 @@ class CompletionStream:
         except StopIteration as stop:
             self.completion = stop.value
             raise
-
-
-def _complete_utf8_prefix(data: bytes) -> int:
-    """Length of ``data`` without a UTF-8 sequence cut off at its end."""
-    for back in range(1, min(4, len(data)) + 1):
-        b = data[-back]
-        if b & 0xC0 != 0x80:  # a lead byte (or ASCII): does its sequence fit?
-            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
-            return len(data) - back if need > back else len(data)
-    return len(data)
 
 
 class Model(NativeObject):
@@ -448,8 +439,9 @@ class Model(NativeObject):
         tokens: list[int] = []
         text, emitted, finish, stopped = "", 0, "length", False
         # The text is the tokens' pieces joined, less the one leading space detokenize drops
-        # (only ever the first byte): appending pieces keeps the loop O(1) per token.
-        raw, strip = b"", None
+        # (only ever the first byte), each byte decoded once: O(1) per token. The decoder
+        # holds back a character whose bytes are still arriving.
+        utf8, head, strip = codecs.getincrementaldecoder("utf-8")("replace"), b"", None
         longest_stop = max((len(s) for s in stops), default=0)
         tok = ffi.new("int32_t *")
         while len(tokens) < max_tokens:
@@ -462,11 +454,14 @@ class Model(NativeObject):
                 break
             tokens.append(token)
             lib.vlc_sampler_accept(sampler, token)
-            raw += self.token_to_piece(token)
-            if strip is None and raw:
-                strip = len(raw) - len(self.detokenize_bytes(tokens))
-            data = raw[strip or 0:]
-            text = data[:_complete_utf8_prefix(data)].decode("utf-8", "replace")
+            piece = self.token_to_piece(token)
+            if strip is None:  # until the first non-empty piece
+                head += piece
+                if head:
+                    strip = len(head) - len(self.detokenize_bytes(tokens))
+                    text += utf8.decode(head[strip:])
+            else:
+                text += utf8.decode(piece)
             hit = -1
             for s in stops:
                 i = text.find(s, max(0, emitted - len(s)))

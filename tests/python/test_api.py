@@ -113,6 +113,33 @@ def test_sampling_seeded_and_streaming_equals_text(tiny_gguf):
         assert "".join(pieces) == stream.completion.text == a.text
 
 
+def test_streaming_decodes_each_byte_once(tiny_gguf, monkeypatch):
+    """generate() builds its text incrementally: the bytes it decodes are the pieces' bytes,
+    once each (decoding all the text so far at every token made a long answer O(n^2))."""
+    import codecs
+    import vlcache_native.model as vm
+    fed = []
+    real = codecs.getincrementaldecoder
+
+    def counting(name):
+        cls = real(name)
+
+        class Counting(cls):
+            def decode(self, data, final=False):
+                fed.append(len(data))
+                return super().decode(data, final)
+        return Counting
+
+    monkeypatch.setattr(vm.codecs, "getincrementaldecoder", counting)
+    with vc.Model(tiny_gguf, n_ctx=128) as m:
+        stream = m.generate([1, 30], max_tokens=48, temperature=1.0, seed=3, stream=True)
+        text = "".join(stream)
+        out = stream.completion
+        assert text == out.text == m.detokenize(out.tokens)
+        n_bytes = len(b"".join(m.token_to_piece(t) for t in out.tokens))
+        assert len(out.tokens) > 20 and sum(fed) in (n_bytes, n_bytes - 1)  # less the dropped leading space
+
+
 def test_stop_string_truncates(tiny_gguf):
     with vc.Model(tiny_gguf, n_ctx=64) as m:
         full = m.generate([1, 40], max_tokens=12)
