@@ -249,7 +249,7 @@ def trained_demo(args) -> int:
 
     path = Path(args.model)
     if not path.is_file():
-        print(f"error: {path} not found (the shipped demo model; --random runs a random one)", file=sys.stderr)
+        print(f"error: {path} not found (the demo model; --random runs a random one)", file=sys.stderr)
         return 1
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
@@ -363,6 +363,10 @@ def main(argv=None) -> int:
     g.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16"])
     args = ap.parse_args(argv)
     if args.random or args.text_only:
+        return random_demo(args)
+    if args.model == str(SHIPPED) and not SHIPPED.is_file():
+        print(f"The trained demo model ({SHIPPED.relative_to(TOOLS.parent)}) is not in this checkout yet; "
+              "tools/train_demo_vlm.py trains it. Running the pipeline on a random model instead.\n")
         return random_demo(args)
     return trained_demo(args)
 

@@ -163,6 +163,39 @@ def run(model, n: int, policies=POLICIES, budgets=BUDGETS, *, kv_type: str = "f1
     return summarize(raw, kv_type, time.perf_counter() - t0)
 
 
+TASK_SEED = 30_000_000
+
+
+def task_set(n_per_task: int, seed: int = TASK_SEED) -> dict:
+    """Held-out questions per task: each one-picture kind, each 4-8-picture kind, and
+    one-picture follow-ups (the scored question is the second turn)."""
+    rng = random.Random(seed)
+    tasks = {f"1 picture: {k}": [W.make_example(rng, 1, kind=k) for _ in range(n_per_task)] for k in W.SINGLE_KINDS}
+    tasks["1 picture: follow-up"] = [W.make_example(rng, 1, follow_up=True) for _ in range(n_per_task)]
+    for k in W.MULTI_KINDS:
+        tasks[f"4-8 pictures: {k}"] = [W.make_example(rng, 4 + i % 5, kind=k) for i in range(n_per_task)]
+    return tasks
+
+
+def task_accuracy(model, n_per_task: int = 100) -> dict:
+    """Full-cache accuracy per task: {task: (mean score, exact-match share)}."""
+    out = {}
+    for task, exs in task_set(n_per_task).items():
+        scores, exact = [], []
+        for ex in exs:
+            reply = model.generate(ex.prompt, images=ex.images, max_tokens=MAX_ANSWER).text.strip()
+            scores.append(W.score_answer(ex, reply))
+            exact.append(reply == ex.answer)
+        out[task] = (float(np.mean(scores)), float(np.mean(exact)))
+    return out
+
+
+def task_table(acc: dict) -> str:
+    rows = ["| task | accuracy | exact match |", "|---|---:|---:|"]
+    rows += [f"| {t} | {a:.1%} | {e:.1%} |" for t, (a, e) in acc.items()]
+    return "\n".join(rows)
+
+
 def cell(report: dict, policy: str, budget: float) -> dict:
     """The report's cell for (policy, budget); budget 1.0 is the full cache for every policy."""
     for c in report["cells"]:
@@ -249,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS))
     ap.add_argument("--kv-type", default="f16", choices=["f16", "f32"])
     ap.add_argument("--jobs", type=int, default=2, help="processes (one thread each; the model is tiny)")
+    ap.add_argument("--tasks", type=int, default=100,
+                    help="also score the full cache on this many held-out questions per task (0: skip)")
     ap.add_argument("--json", default="eval_kv.json")
     ap.add_argument("--png", default="eval_kv.png")
     args = ap.parse_args(argv)
@@ -262,12 +297,19 @@ def main(argv=None) -> int:
             ap.error(f"budget {b} is not in (0, 1]")
     for p in policies:
         vc.kvcache.policy_id(p)  # unknown names fail before any work
+    tasks = None
+    if args.tasks:
+        with vc.Model(args.model, n_ctx=1024, n_threads=1) as model:
+            tasks = task_accuracy(model, args.tasks)
+        print(f"Full cache, {args.tasks} held-out questions per task (accuracy: descriptions get "
+              f"per-attribute credit)\n\n{task_table(tasks)}\n", flush=True)
     if args.jobs > 1:
         report = run(args.model, args.n, policies, budgets, kv_type=args.kv_type, jobs=args.jobs)
     else:
         with vc.Model(args.model, n_ctx=1024, n_threads=1) as model:
             report = run(model, args.n, policies, budgets, kv_type=args.kv_type)
     report["model"] = Path(args.model).name
+    report["tasks"] = tasks
     Path(args.json).write_text(json.dumps(report, indent=1))
     plot(report, Path(args.png))
     print(f"\n{report['n']} conversations of 4-8 pictures ({report['prompt_tokens'][0]}-"

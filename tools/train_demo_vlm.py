@@ -7,7 +7,7 @@ runtime and tools/convert_hf_to_gguf.py converts it. The tokenizer is a Sentence
 trained on the world's text (Llama's options: byte fallback, split digits, dummy prefix) plus
 ``<image>`` as an added special token.
 
-    python tools/train_demo_vlm.py --out demo-train --steps 2400 --seed 0     # trains (resumes)
+    python tools/train_demo_vlm.py --out demo-train --steps 2000 --seed 0     # trains (resumes)
     python tools/train_demo_vlm.py --out demo-train --export models/shapes-llava-q8_0.gguf
 
 Training is deterministic in --seed: the data of step s comes from Random(seed, s), so a run
@@ -91,10 +91,7 @@ def build_model(tok, seed: int):
                          projector_hidden_act="gelu", tie_word_embeddings=False,
                          image_seq_length=N_IMAGE_TOKENS)
     torch.manual_seed(seed)
-    model = tf.LlavaForConditionalGeneration(cfg)
-    with torch.no_grad():  # token embeddings at the scale the image rows are held to (Aux)
-        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
-    return model
+    return tf.LlavaForConditionalGeneration(cfg)
 
 
 class Aux:
@@ -108,7 +105,10 @@ class Aux:
     - a linear probe on every patch of the feature layer (the ViT output LLaVA reads)
       predicts the patch's grid cell and the shape, colour and size of the object in that
       cell (or "none"): dense, direct supervision of what the questions ask about;
-    - a penalty holds each projected image row's RMS near 1, the token embeddings' scale.
+    - a penalty holds each projected image row's RMS near the token embeddings' RMS.
+    A second run also drew the token embeddings at RMS 1 (the image rows' scale then): it
+    had not learned even to copy the question's words by step 900, where the first run
+    (HF's std-0.02 embeddings, under which every layer's output counts from the start) had.
     """
 
     CLASSES = (W.GRID * W.GRID, len(W.SHAPES) + 1, len(W.COLOURS) + 1, len(W.SIZES) + 1)  # cell, attributes
@@ -118,6 +118,7 @@ class Aux:
         self.weight, self.mag = weight, mag
         self.head = torch.nn.Linear(VISION["hidden"], sum(self.CLASSES))
         self.seen = {}
+        self.embed = model.model.language_model.embed_tokens
         vt = model.model.vision_tower
         tower = getattr(vt, "vision_model", vt).encoder.layers[VISION["layers"] - 2]  # its output: hidden state -2
         tower.register_forward_hook(lambda m, i, o: self.seen.__setitem__("feat", o[0] if isinstance(o, tuple) else o))
@@ -159,7 +160,8 @@ class Aux:
                 n += obj.sum().item()
             off += c
         rms = self.seen["proj"].pow(2).mean(-1).sqrt()
-        total = self.weight * sum(losses) / len(losses) + self.mag * (rms - 1).pow(2).mean()
+        text_rms = self.embed.weight.detach().pow(2).mean().sqrt()
+        total = self.weight * sum(losses) / len(losses) + self.mag * (rms / text_rms - 1).pow(2).mean()
         return total, hits / max(n, 1)
 
 
@@ -314,7 +316,8 @@ def train(args) -> Path:
 
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
     t0, ema = time.time(), None
-    while step < args.steps:
+    stop = min(args.steps, args.stop_at or args.steps)
+    while step < stop:
         batch, scenes = make_batch(enc, args.seed, step, args.tokens)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
@@ -335,9 +338,12 @@ def train(args) -> Path:
             tqdm.write(f"step {step}: loss {ema:.4f}, held-out exact match "
                        + ", ".join(f"{k} {v:.1%}" for k, v in entry["heldout"].items()))
         log.append(entry)
-        if step % args.save_every == 0 or step == args.steps:
+        if step % args.save_every == 0 or step == stop:
             save()
     bar.close()
+    if step < args.steps:
+        print(f"stopped at step {step} (--stop-at); run again to resume")
+        return hf
     model.save_pretrained(str(hf), safe_serialization=True)
     proc, ip = processor(tok)
     proc.save_pretrained(str(hf))
@@ -368,12 +374,13 @@ def export(args) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo-train", help="checkpoint folder (resumed when it holds ckpt.pt)")
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step (resume later)")
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per step (examples of one picture count)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--eval-every", type=int, default=300)
+    ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-n", type=int, default=32)
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--export", default=None, help="write the trained model as a GGUF here (no training)")

@@ -25,3 +25,11 @@ def tiny_gguf(tmp_path_factory):
     bench = load_tool("bench")
     path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
     return bench.write_random_llama(path, hidden=64, layers=2, heads=4, kv_heads=2, ff=96, vocab=300, outtype="f32")
+
+
+@pytest.fixture(scope="session")
+def demo_gguf(tmp_path_factory):
+    """A briefly trained model of the demo VLM's architecture, exported as Q8_0 (demomodel.py)."""
+    pytest.importorskip("torch")
+    from demomodel import make_demo_gguf
+    return make_demo_gguf(tmp_path_factory.mktemp("demo"))
