@@ -39,7 +39,7 @@ import shapes_world as W  # noqa: E402
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# The architecture (about 5.6M parameters; 5.9 MB as Q8_0).
+# The architecture (about 5.8M parameters; 6.0 MB as Q8_0).
 TEXT = dict(hidden=256, layers=6, heads=4, kv_heads=2, ff=704, ctx=1024)
 VISION = dict(image=W.IMAGE_SIZE, patch=12, hidden=128, layers=5, heads=4, ff=512)  # layer -2 is used
 N_IMAGE_TOKENS = (VISION["image"] // VISION["patch"]) ** 2
