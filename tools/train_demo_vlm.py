@@ -218,10 +218,12 @@ def picture_count(rng: random.Random) -> int:
     return 1 if rng.random() < 0.35 else rng.randint(2, 8)
 
 
-def make_batch(enc: Encoder, seed: int, step: int, tokens: int):
+def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_steps: int = 0):
     import torch
     rng = random.Random(seed * 1_000_003 + step)
     n_pic = picture_count(rng)
+    if step < one_picture_steps:  # the curriculum: one picture per example first
+        n_pic = 1
     exs, rows = [], []
     while True:
         ex = W.make_example(rng, n_pictures=n_pic, follow_up=rng.random() < 0.3)
@@ -318,7 +320,7 @@ def train(args) -> Path:
     t0, ema = time.time(), None
     stop = min(args.steps, args.stop_at or args.steps)
     while step < stop:
-        batch, scenes = make_batch(enc, args.seed, step, args.tokens)
+        batch, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         loss = model(**batch).loss
@@ -379,6 +381,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step (resume later)")
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per step (examples of one picture count)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--one-picture-steps", type=int, default=0, help="a curriculum: this many steps of one picture first")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-n", type=int, default=32)
