@@ -255,18 +255,20 @@ def trained_demo(args) -> int:
     rng = random.Random(seed)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    single = [W.make_example(rng, 1, kind=k) for k in W.SINGLE_KINDS]
-    scene = single[0].scenes[0]
-    for ex in single[1:]:  # every question about the same picture
-        ex.scenes, ex.images = single[0].scenes, single[0].images
-        q, a, o = W.single_question(rng, scene, ex.kind)
-        ex.question, ex.answer, ex.target = q, a, o
-    multi = [W.make_example(rng, args.pictures, kind=k) for k in ("colour", "which", "describe")]
-    for ex in multi[1:]:
-        ex.scenes, ex.images = multi[0].scenes, multi[0].images
-        ex.question, ex.answer, ex.target, ex.picture = W.multi_question(rng, ex.scenes, ex.kind)
-    single[0].images[0].save(outdir / "scene.png")
-    for i, im in enumerate(multi[0].images):
+    scene = W.make_scene(rng)
+    picture = W.draw_scene(scene)
+    single = []
+    for k in W.SINGLE_KINDS:  # every kind of question about one picture
+        q, a, o = W.single_question(rng, scene, k)
+        single.append(W.Example([scene], k, q, a, target=o, images=[picture]))
+    scenes = [W.make_scene(rng) for _ in range(args.pictures)]
+    pictures = [W.draw_scene(sc) for sc in scenes]
+    multi = []
+    for k in ("colour", "which", "describe"):  # and about several in one prompt
+        q, a, o, pic = W.multi_question(rng, scenes, k)
+        multi.append(W.Example(scenes, k, q, a, target=o, picture=pic, images=pictures))
+    picture.save(outdir / "scene.png")
+    for i, im in enumerate(pictures):
         im.save(outdir / f"picture{i + 1}.png")
 
     budget = args.kv_budget
