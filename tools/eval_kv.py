@@ -68,10 +68,10 @@ def greedy(model, session, logits: np.ndarray, max_tokens: int = MAX_ANSWER) -> 
     return model.detokenize(tokens)
 
 
-def follow_up_ids(model, ex: W.Example, chunks1: list) -> list:
+def follow_up_ids(model, ex: W.Example, chunks1: list, images=None) -> list:
     """The token ids the second turn adds to the first turn's prompt (as the whole
-    conversation tokenizes)."""
-    full = model.prompt_chunks(ex.prompt, ex.images)
+    conversation tokenizes). ``images``: the pictures' embeddings when already encoded."""
+    full = model.prompt_chunks(ex.prompt, ex.images if images is None else images)
     head, tail = list(chunks1[-1]), list(full[-1])
     if tail[:len(head)] != head:
         raise RuntimeError(f"the conversation does not tokenize as its first turn + the rest: {ex.prompt!r}")
@@ -91,8 +91,9 @@ def score_examples(model, examples, cells, kv_type: str = "f16", progress: bool 
     raw = {c: {"turn1": [], "follow_up": [], "kv_bytes": [], "kind": []} for c in cells}
     n_prompt, t0 = [], time.perf_counter()
     for i, ex in enumerate(examples):
-        chunks = model.prompt_chunks(ex.first_prompt, [model.encode_image(im) for im in ex.images])
-        extra = follow_up_ids(model, ex, chunks)
+        feats = [model.encode_image(im) for im in ex.images]
+        chunks = model.prompt_chunks(ex.first_prompt, feats)
+        extra = follow_up_ids(model, ex, chunks, feats)  # the pictures encoded once
         with model.session(n_ctx=1024, kv_type=kv_type) as base:
             last = base.prefill(chunks, kv_stats=True)
             m = base.n_past

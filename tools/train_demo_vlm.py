@@ -144,7 +144,6 @@ class Aux:
 
     def loss(self, scenes):
         """(auxiliary loss, probe accuracy on the objects' attributes) for the last forward."""
-        import torch
         import torch.nn.functional as F
         feat = self.seen["feat"][:, 1:]  # drop CLS: the rows LLaVA-1.5 uses
         logits = self.head(feat)
