@@ -2,7 +2,7 @@
 """Accuracy of every KV policy at every budget, on the demo VLM and the shapes world.
 
 The evaluation set (fixed seed, disjoint from training by seed) holds conversations about
-4-8 pictures each (64 image tokens per picture, so image tokens fill most of the 300-600
+4-8 pictures each (36 image tokens per picture, so image tokens fill most of the 180-360
 prompt positions and the budget binds). Each conversation has two scored questions:
 
 - turn 1: the first question. Its prompt is prefilled with every policy's attention

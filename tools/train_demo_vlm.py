@@ -39,9 +39,10 @@ import shapes_world as W  # noqa: E402
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# The architecture (about 5.8M parameters; 6.0 MB as Q8_0).
+# The architecture (about 5.8M parameters; 6.0 MB as Q8_0): 36 image tokens per picture, each
+# grid cell 2x2 patches.
 TEXT = dict(hidden=256, layers=6, heads=4, kv_heads=2, ff=704, ctx=1024)
-VISION = dict(image=W.IMAGE_SIZE, patch=12, hidden=128, layers=5, heads=4, ff=512)  # layer -2 is used
+VISION = dict(image=W.IMAGE_SIZE, patch=16, hidden=128, layers=5, heads=4, ff=512)  # layer -2 is used
 N_IMAGE_TOKENS = (VISION["image"] // VISION["patch"]) ** 2
 VOCAB = 512
 
@@ -125,7 +126,7 @@ class Aux:
         model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: self.seen.__setitem__("proj", o))
         g = VISION["image"] // VISION["patch"]
         centre = (np.arange(g) * VISION["patch"] + VISION["patch"] // 2) // W.CELL
-        self.patch_cell = (centre[:, None] * W.GRID + centre[None, :]).reshape(-1)  # [64] cell of each patch
+        self.patch_cell = (centre[:, None] * W.GRID + centre[None, :]).reshape(-1)  # [36] cell of each patch
 
     def parameters(self):
         return self.head.parameters()
@@ -195,12 +196,13 @@ class Encoder:
             out.extend([t] * N_IMAGE_TOKENS if t == self.image_id else [t])
         return out
 
-    def example(self, ex: W.Example):
-        """(ids, labels): answers (both turns) and the final EOS are the targets."""
-        segs = [(f"USER: {ex.header()}{ex.first_question or ex.question} ASSISTANT:", False)]
-        if ex.first_question is not None:
-            segs += [(f" {ex.first_answer}", True), (f" USER: {ex.question} ASSISTANT:", False)]
-        segs.append((f" {ex.answer}", True))
+    def turns(self, header: str, qa) -> tuple:
+        """(ids, labels) of a conversation: ``qa`` is [(question, answer)], the first question
+        after ``header``; every answer and the final EOS are the targets."""
+        segs = []
+        for i, (q, a) in enumerate(qa):
+            segs.append((f"USER: {header}{q} ASSISTANT:" if i == 0 else f" USER: {q} ASSISTANT:", False))
+            segs.append((f" {a}", True))
         text, ids, labels = "", [], []
         for seg, target in segs:
             text += seg
@@ -212,24 +214,54 @@ class Encoder:
             labels += new if target else [-100] * len(new)
         return ids + [self.eos], labels + [self.eos]
 
+    def example(self, ex: W.Example):
+        qa = [(ex.first_question, ex.first_answer)] if ex.first_question is not None else []
+        return self.turns(ex.header(), qa + [(ex.question, ex.answer)])
 
-def picture_count(rng: random.Random) -> int:
-    return 1 if rng.random() < 0.35 else rng.randint(2, 8)
+
+def conversation(rng: random.Random, n_pictures: int, turns: int, max_objects: int = 5):
+    """Training data: ``turns`` distinct questions about ``n_pictures`` new scenes of 1 to
+    ``max_objects`` objects each.
+
+    Many questions per picture give the language model several answers to learn from for
+    each picture it reads (the held-out and evaluation sets ask one or two)."""
+    scenes = [W.make_scene(rng, rng.randint(1, max_objects)) for _ in range(n_pictures)]
+    kinds = W.SINGLE_KINDS if n_pictures == 1 else W.MULTI_KINDS
+    qa, asked = [], set()
+    for _ in range(4 * turns):
+        kd = rng.choice(kinds)
+        q, a = (W.single_question(rng, scenes[0], kd)[:2] if n_pictures == 1
+                else W.multi_question(rng, scenes, kd)[:2])
+        if q not in asked:
+            asked.add(q)
+            qa.append((q, a))
+        if len(qa) == turns:
+            break
+    header = W.IMAGE + "\n" if n_pictures == 1 else "".join(
+        f"Picture {i + 1}: {W.IMAGE}\n" for i in range(n_pictures))
+    return scenes, header, qa
 
 
-def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_steps: int = 0):
+def max_objects_at(step: int, few_objects: tuple) -> int:
+    """The object curriculum: 1 object per picture before step few_objects[0], up to 3
+    before few_objects[1], then 1-5. With one object, attending to the whole picture
+    answers every question, so the language model first learns to read the image rows at
+    all; then to pick the right ones among several objects."""
+    return 1 if step < few_objects[0] else 3 if step < few_objects[1] else 5
+
+
+def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_steps: int = 0,
+               few_objects: tuple = (0, 0)):
+    """Step ``step``'s batch: conversations of 1-8 turns about 1 picture (40%, or all during
+    the one-picture curriculum) or 2-8 pictures, until ``tokens`` tokens."""
     import torch
     rng = random.Random(seed * 1_000_003 + step)
-    n_pic = picture_count(rng)
-    if step < one_picture_steps:  # the curriculum: one picture per example first
-        n_pic = 1
-    exs, rows = [], []
-    while True:
-        ex = W.make_example(rng, n_pictures=n_pic, follow_up=rng.random() < 0.3)
-        rows.append(enc.example(ex))
-        exs.append(ex)
-        if sum(len(r[0]) for r in rows) >= tokens or len(rows) >= 48:
-            break
+    scenes, rows = [], []
+    while sum(len(r[0]) for r in rows) < tokens and len(rows) < 48:
+        n_pic = 1 if step < one_picture_steps or rng.random() < 0.4 else rng.randint(2, 8)
+        sc, header, qa = conversation(rng, n_pic, rng.randint(1, 8), max_objects_at(step, few_objects))
+        rows.append(enc.turns(header, qa))
+        scenes += sc
     T = max(len(r[0]) for r in rows)
     ids = torch.full((len(rows), T), enc.eos, dtype=torch.long)
     lab = torch.full((len(rows), T), -100, dtype=torch.long)
@@ -238,8 +270,8 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         ids[i, :len(a)] = torch.tensor(a)
         lab[i, :len(b)] = torch.tensor(b)
         mask[i, :len(a)] = 1
-    pv = torch.from_numpy(pixels([im for ex in exs for im in ex.images]))
-    return dict(input_ids=ids, attention_mask=mask, labels=lab, pixel_values=pv), [s for ex in exs for s in ex.scenes]
+    pv = torch.from_numpy(pixels([W.draw_scene(sc) for sc in scenes]))
+    return dict(input_ids=ids, attention_mask=mask, labels=lab, pixel_values=pv), scenes
 
 
 def heldout(seed: int, n: int):
@@ -319,7 +351,7 @@ def train(args) -> Path:
     t0, ema = time.time(), None
     stop = min(args.steps, args.stop_at or args.steps)
     while step < stop:
-        batch, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps)
+        batch, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps, args.few_objects)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         loss = model(**batch).loss
@@ -381,6 +413,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per step (examples of one picture count)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--one-picture-steps", type=int, default=0, help="a curriculum: this many steps of one picture first")
+    ap.add_argument("--few-objects", default="0,0", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    help="A,B: pictures of 1 object before step A, of at most 3 before step B")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-n", type=int, default=32)

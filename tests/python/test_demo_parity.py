@@ -20,10 +20,10 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import load_tool
+from conftest import load_tool, oracle
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = oracle("torch")
+oracle("transformers")
 
 N_PROMPTS = 4
 MAX_NEW = 24
@@ -49,7 +49,7 @@ def results(P, model_path, tmp_path_factory):
 def test_prompt_mix(P, results):
     assert [(r.n_pictures > 1, r.follow_up) for r in results] == [(False, False), (True, False),
                                                                    (False, True), (True, True)]
-    assert all(r.n_prompt > 64 * r.n_pictures for r in results)
+    assert all(r.n_prompt > 36 * r.n_pictures for r in results)
 
 
 def test_inputs_match_hf(results):
