@@ -293,6 +293,15 @@ VLC_API int32_t    vlc_session_n_images(const vlc_session * session);
 VLC_API vlc_status vlc_session_image_span(const vlc_session * session, int32_t i, int32_t * pos0, int32_t * n);
 // One token at position n_past; logits ([n_vocab]) may be NULL. Same failure rules.
 VLC_API vlc_status vlc_session_decode(vlc_session * session, int32_t token, float * logits);
+// Batched decoding: one step for n distinct sessions of one model at once, every weight
+// matrix read once for the n rows. tokens[i] runs at position n_past of sessions[i], whose
+// logits go to logits + i * n_vocab (logits [n, n_vocab], required). Each row attends over
+// its own session's KV (any length, compressed or not); the results are bit-identical to
+// n vlc_session_decode calls. Runs on sessions[0]'s threads and scratch. Fails, changing
+// no session, on a NULL or repeated session, sessions of different models, a token out of
+// range, a full context, or a session gathering attention statistics at its next position.
+VLC_API vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * tokens, int32_t n,
+                                    float * logits);
 // Logits of the last position run, [n_vocab], borrowed: valid until the next call on the
 // session; NULL before the first prefill.
 VLC_API const float * vlc_session_logits(const vlc_session * session);

@@ -406,6 +406,51 @@ vlc_status vlc_session_decode(vlc_session * s, int32_t token, float * logits) {
     return VLC_STATUS_OK;
 }
 
+// Sessions per vlc_text_forward_batch call (the states' array lives on the stack).
+enum { BATCH_CHUNK = 64 };
+
+vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * tokens, int32_t n, float * logits) {
+    VLC_CHECK(sessions != NULL && tokens != NULL && logits != NULL, VLC_STATUS_INVALID_ARG,
+              "sessions, tokens or logits is NULL");
+    VLC_CHECK(n > 0, VLC_STATUS_INVALID_ARG, "n = %d sessions, expected > 0", n);
+    for (int32_t i = 0; i < n; i++) {
+        VLC_CHECK(sessions[i] != NULL, VLC_STATUS_INVALID_ARG, "session %d is NULL", i);
+        VLC_CHECK(sessions[i]->model == sessions[0]->model, VLC_STATUS_INVALID_ARG,
+                  "session %d belongs to another model than session 0", i);
+        for (int32_t j = 0; j < i; j++) {
+            VLC_CHECK(sessions[j] != sessions[i], VLC_STATUS_INVALID_ARG, "sessions %d and %d are the same", j, i);
+        }
+    }
+    const int64_t V  = sessions[0]->model->hp.n_vocab;
+    double        t0 = now_ms();
+    for (int pass = 0; pass < 2; pass++) {  // every chunk checked before any runs
+        for (int32_t c0 = 0; c0 < n; c0 += BATCH_CHUNK) {
+            const int32_t    m = n - c0 < BATCH_CHUNK ? n - c0 : BATCH_CHUNK;
+            vlc_text_state * sts[BATCH_CHUNK];
+            for (int32_t i = 0; i < m; i++) {
+                sts[i] = sessions[c0 + i]->text;
+            }
+            if (pass == 0) {
+                vlc_status st = vlc_text_batch_prepare(sts, tokens + c0, m);
+                if (st != VLC_STATUS_OK && c0 > 0) {  // say which chunk the state index counts in
+                    char msg[512];
+                    snprintf(msg, sizeof(msg), "%s", vlc_last_error());
+                    return VLC_ERR(st, "sessions %d.. (state i is session %d + i): %s", c0, c0, msg);
+                }
+                VLC_TRY(st);
+            } else {
+                VLC_TRY(vlc_text_forward_batch(sts, tokens + c0, m, logits + c0 * V));
+            }
+        }
+    }
+    const double ms = now_ms() - t0;
+    for (int32_t i = 0; i < n; i++) {
+        sessions[i]->stats.decode_ms += ms;
+        sessions[i]->stats.n_decode_tokens += 1;
+    }
+    return VLC_STATUS_OK;
+}
+
 const float * vlc_session_logits(const vlc_session * s) { return vlc_text_state_logits(s->text); }
 
 // ---------------------------------------------------------------------------

@@ -96,6 +96,18 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
                             int32_t n, float * logits_out, int32_t n_out);
 const float * vlc_text_state_logits(const vlc_text_state * st); // [V] or NULL before any forward
 
+// Batched decoding: one token for each of n distinct states of one model, tokens[i] at
+// position n_past of sts[i]. Every weight matrix is read once for all n rows (chunks of
+// sts[0]->n_batch, in sts[0]'s scratch and pool); each row attends over its own state's
+// KV, compacted or not. Row i's logits go to logits_out + i * V and become state i's last
+// logits: the bits of n separate one-token vlc_text_forward calls. No state may gather
+// attention statistics at its next position. Fails before changing any state.
+vlc_status vlc_text_forward_batch(vlc_text_state * const * sts, const int32_t * tokens, int32_t n,
+                                  float * logits_out);
+// The checks of vlc_text_forward_batch, and room for one more KV entry in each state (which
+// changes no state's contents): what a caller running several batches checks first.
+vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * tokens, int32_t n);
+
 // ---------------------------------------------------------------------------
 // text.c: attention statistics gathered during prefill (VLCACHE.md §1.3-1.6, §3), off by
 // default. Up to three sets of query rows, each with, per layer: the per-key sums of the

@@ -267,7 +267,7 @@ void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, 
         // quantized kernels (callers with many rows quantize once: vlc_qmatmul_rows)
         for (int64_t t = 0; t < n_tok; t++) {
             vlc_quantize_act_row(type, x + t * ldx, work, n_in);
-            vlc_qmatmul_rows(y + t * ldy, ldy, w, type, work, n_in, 1, r0, r1, accumulate);
+            vlc_qmatmul_rows(y + t * ldy, ldy, w, type, work, n_in, 1, r0, r1, accumulate, NULL);
         }
         return;
     }
@@ -320,21 +320,44 @@ typedef struct matmul_job {
     int64_t       n_in, n_out, n_tok;
     int           accumulate;
     float *       work;  // [n_threads, VLC_MATMUL_ROWS * n_in]
+    char *        xq;    // block-quantized W: x quantized once ([n_tok] activation rows), or NULL
+    size_t        xrow;  // bytes per activation row
+    int64_t       rows;  // output rows per task
 } matmul_job;
 
 static void matmul_task(void * ctx, int64_t task, int ith) {
     const matmul_job * j  = ctx;
-    const int64_t      r0 = task * VLC_MATMUL_ROWS;
-    const int64_t      r1 = r0 + VLC_MATMUL_ROWS < j->n_out ? r0 + VLC_MATMUL_ROWS : j->n_out;
-    float *            wk = j->work + (size_t) ith * VLC_MATMUL_ROWS * (size_t) j->n_in;
+    const int64_t      r0 = task * j->rows;
+    const int64_t      r1 = r0 + j->rows < j->n_out ? r0 + j->rows : j->n_out;
+    if (j->xq) {
+        vlc_qmatmul_rows(j->y, j->n_out, j->w, j->type, j->xq, j->n_in, j->n_tok, r0, r1, j->accumulate, NULL);
+        return;
+    }
+    float * wk = j->work + (size_t) ith * VLC_MATMUL_ROWS * (size_t) j->n_in;
     vlc_cpu_matmul_rows(j->y, j->n_out, j->w, j->type, j->x, j->n_in, j->n_in, j->n_tok, r0, r1,
                         j->accumulate, wk);
 }
 
+static void quantize_task(void * ctx, int64_t t, int ith) {
+    (void) ith;
+    const matmul_job * j = ctx;
+    vlc_quantize_act_row(j->type, j->x + t * j->n_in, j->xq + (size_t) t * j->xrow, j->n_in);
+}
+
+// Rows per task of a quantized matmul over many tokens: the token-lane kernels repack the
+// activations in every task, so tasks are larger than VLC_MATMUL_ROWS.
+enum { QMM_MT_ROWS = 64 };
+
 void vlc_cpu_matmul_mt(vlc_pool * pool, float * y, const void * w, uint32_t type, const float * x,
-                       int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work) {
-    matmul_job j = { y, w, type, x, n_in, n_out, n_tok, accumulate, work };
-    vlc_pool_run(pool, matmul_task, &j, (n_out + VLC_MATMUL_ROWS - 1) / VLC_MATMUL_ROWS);
+                       int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work, void * xq) {
+    matmul_job j = { y, w, type, x, n_in, n_out, n_tok, accumulate, work, NULL, 0, VLC_MATMUL_ROWS };
+    if (xq && vlc_act_kind(type)) {  // quantize each activation row once, not once per task
+        j.xq   = xq;
+        j.xrow = vlc_act_row_bytes(type, n_in);
+        j.rows = QMM_MT_ROWS;
+        vlc_pool_run(pool, quantize_task, &j, n_tok);
+    }
+    vlc_pool_run(pool, matmul_task, &j, (n_out + j.rows - 1) / j.rows);
 }
 
 // ---------------------------------------------------------------------------

@@ -86,10 +86,12 @@ void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, 
 void vlc_cpu_matmul(float * y, const void * w, uint32_t type, const float * x, int64_t n_in,
                     int64_t n_out, int64_t n_tok, int accumulate, float * work);
 
-// Same, spread over the pool in tasks of VLC_MATMUL_ROWS output rows; bit-identical to
-// vlc_cpu_matmul for any thread count. work [n_threads, VLC_MATMUL_ROWS * n_in].
+// Same, spread over the pool in tasks of output rows; bit-identical to vlc_cpu_matmul for
+// any thread count. work [n_threads, VLC_MATMUL_ROWS * n_in]. xq: NULL, or room for the
+// n_tok activation rows of a block-quantized W (vlc_act_row_bytes(type, n_in) bytes each),
+// which are then quantized once for all tasks instead of once per task.
 void vlc_cpu_matmul_mt(vlc_pool * pool, float * y, const void * w, uint32_t type, const float * x,
-                       int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work);
+                       int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work, void * xq);
 
 // ---------------------------------------------------------------------------
 // attention of query rows against one KV head (ops_attn.c): the reference kernels (VLC_SIMD

@@ -38,6 +38,7 @@
 #include "ops_cpu.h"
 #include "ops_simd.h"
 #include "quant.h"
+#include "threads.h"
 #include "vlcache.h"
 
 #include <stdlib.h>
@@ -71,6 +72,12 @@ static int type_index(uint32_t wtype) {
 
 static inline int ti_is_k(int T) {
     return T >= TI_Q4_K;
+}
+
+// Bytes of one token's decode activations laid out by vlc_qact_lay (legacy types, nb blocks):
+// d[nb] s[nb] sum[nb] qs[nb * 32].
+static size_t laid_token_bytes(int64_t nb) {
+    return (size_t) nb * (VLC_QK + sizeof(int32_t) + 2 * sizeof(float));
 }
 
 // bytes per block
@@ -248,6 +255,13 @@ typedef struct {
 
 // row kernels over a laid-out activation row (legacy types only)
 typedef float (*qdotx_fn)(const void * w, const qs_xrow * xr, int64_t n);
+
+// Token t of a vlc_qact_lay buffer as the row kernels read it.
+static inline qs_xrow laid_row(const void * laid, int64_t nb, int64_t t) {
+    const float * d = (const float *) ((const uint8_t *) laid + laid_token_bytes(nb) * (size_t) t);
+    const int32_t * sm = (const int32_t *) (d + 2 * nb);
+    return (qs_xrow) { .blk = NULL, .qs = (const int8_t *) (sm + nb), .sum = sm, .d = d, .s = d + nb };
+}
 
 // The entry points of one level P (a2, a5) under target TGT, from its P##_dot_leg and
 // P##_dot_k: P##_<type> (vlc_qdot_fn), P##x_<type> (legacy types over a laid-out row), and
@@ -1386,8 +1400,9 @@ static size_t round64(size_t n) {
     return (n + 63) & ~(size_t) 63;
 }
 
-// One pass of the prefill path over n_tok tokens (ceil(n_tok / G) groups, the last padded):
-// 1 when done, 0 when an allocation fails (nothing written).
+// One pass of the prefill path over n_tok tokens (ceil(n_tok / G) groups, the last padded),
+// its interleaved activations and unpacked weights in the thread's kept scratch: 1 when
+// done, 0 when that scratch cannot grow (nothing written).
 static int qmm_prefill_pass(int ks, int T, float * y, int64_t ldy, const uint8_t * w, size_t wrow, const uint8_t * xq,
                             size_t xrow, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
     const int     G  = ks == KS_AVX512 ? 16 : 8;
@@ -1401,11 +1416,12 @@ static int qmm_prefill_pass(int ks, int T, float * y, int64_t ldy, const uint8_t
     if (rc > r1 - r0) {
         rc = r1 - r0;
     }
-    uint32_t * X = aligned_alloc(64, round64((size_t) ng * (size_t) nu * rd * sizeof(uint32_t)));
-    void *     U = aligned_alloc(64, round64((size_t) rc * (size_t) nu * usz));
+    // U: at least the most any row range unpacks (a chunk, or one tile of rows wider than
+    // a chunk), so its size does not depend on the range and a thread allocates it rarely
+    const size_t ub = (size_t) PRE_MR * (size_t) nu * usz;
+    uint32_t *   X  = vlc_thread_scratch(VLC_SCRATCH_QMM_X, round64((size_t) ng * (size_t) nu * rd * sizeof(uint32_t)));
+    void *       U  = vlc_thread_scratch(VLC_SCRATCH_QMM_U, round64(ub > PRE_CHUNK_BYTES ? ub : PRE_CHUNK_BYTES));
     if (!X || !U) {
-        free(X);
-        free(U);
         return 0;
     }
     const uint32_t xorv = ks == KS_AVX512 ? 0x80808080u : 0u;
@@ -1455,8 +1471,6 @@ static int qmm_prefill_pass(int ks, int T, float * y, int64_t ldy, const uint8_t
             }
         }
     }
-    free(X);
-    free(U);
     return 1;
 }
 
@@ -1489,23 +1503,45 @@ static int64_t qmm_prefill(int ks, int T, float * y, int64_t ldy, const uint8_t 
     return n_done;
 }
 
-// The decode path of vlc_qmatmul_rows for legacy types: tokens t0 .. n_tok - 1 laid out
-// once (qs_xrow), then the row kernel per (row, token). 0 when an allocation fails.
-static int qmm_decode_laid(int ks, int T, float * y, int64_t ldy, const uint8_t * w, size_t wrow, const uint8_t * xq,
-                           size_t xrow, int64_t n_in, int64_t t0, int64_t n_tok, int64_t r0, int64_t r1,
-                           int accumulate) {
-    const int64_t nb  = n_in / VLC_QK, nt = n_tok - t0;
-    const size_t  per = (size_t) nb * (VLC_QK + sizeof(int32_t) + 2 * sizeof(float));
-    qs_xrow *     xr  = malloc((size_t) nt * sizeof(qs_xrow));
-    uint8_t *     buf = malloc(per * (size_t) nt + 1);
-    if (!xr || !buf) {
-        free(xr);
-        free(buf);
+// The decode path of vlc_qmatmul_rows for legacy types: the row kernel per (row, token)
+// over tokens t0 .. n_tok - 1 as vlc_qact_lay laid them out (once, by the caller).
+static void qmm_decode_laid(int ks, int T, float * y, int64_t ldy, const uint8_t * w, size_t wrow, const uint8_t * laid,
+                            int64_t n_in, int64_t t0, int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
+    const int64_t  nb = n_in / VLC_QK;
+    const qdotx_fn fx = ks == KS_AVX512 ? g_a5x_fns[T] : g_a2x_fns[T];
+    for (int64_t o = r0; o < r1; o++) {
+        const uint8_t * wr = w + (size_t) o * wrow;
+        for (int64_t t = t0; t < n_tok; t++) {
+            const qs_xrow xr = laid_row(laid, nb, t);
+            const float   d  = fx(wr, &xr, n_in);
+            float *       yo = y + t * ldy + o;
+            *yo              = accumulate ? *yo + d : d;
+        }
+    }
+}
+
+#endif  // VLC_QSIMD_X86
+
+// ---------------------------------------------------------------------------
+// laid-out decode activations (legacy types)
+
+size_t vlc_qact_laid_bytes(uint32_t wtype, int64_t n_in) {
+    const int T = type_index(wtype);
+    if (T < 0 || ti_is_k(T) || n_in <= 0 || n_in % VLC_QK) {
         return 0;
     }
-    for (int64_t t = 0; t < nt; t++) {
-        const vlc_block_q8a * x  = (const vlc_block_q8a *) (xq + (size_t) (t0 + t) * xrow);
-        float *               d  = (float *) (buf + per * (size_t) t);  // d[nb] s[nb] sum[nb] qs[nb * 32]
+    return laid_token_bytes(n_in / VLC_QK);
+}
+
+void vlc_qact_lay(uint32_t wtype, const void * xq, int64_t n_in, int64_t n_tok, void * laid) {
+    const size_t  xrow = vlc_act_row_bytes(wtype, n_in);
+    const int64_t nb   = n_in / VLC_QK;
+    if (vlc_qact_laid_bytes(wtype, n_in) == 0 || xrow == 0) {
+        return;
+    }
+    for (int64_t t = 0; t < n_tok; t++) {
+        const vlc_block_q8a * x  = (const vlc_block_q8a *) ((const uint8_t *) xq + (size_t) t * xrow);
+        float *               d  = (float *) ((uint8_t *) laid + laid_token_bytes(nb) * (size_t) t);
         float *               sx = d + nb;
         int32_t *             sm = (int32_t *) (sx + nb);
         int8_t *              qs = (int8_t *) (sm + nb);
@@ -1519,23 +1555,8 @@ static int qmm_decode_laid(int ks, int T, float * y, int64_t ldy, const uint8_t 
             sx[b] = x[b].s;
             sm[b] = sum;
         }
-        xr[t] = (qs_xrow) { .blk = NULL, .qs = qs, .sum = sm, .d = d, .s = sx };
     }
-    const qdotx_fn fx = ks == KS_AVX512 ? g_a5x_fns[T] : g_a2x_fns[T];
-    for (int64_t o = r0; o < r1; o++) {
-        const uint8_t * wr = w + (size_t) o * wrow;
-        for (int64_t t = 0; t < nt; t++) {
-            const float d  = fx(wr, &xr[t], n_in);
-            float *     yo = y + (t0 + t) * ldy + o;
-            *yo            = accumulate ? *yo + d : d;
-        }
-    }
-    free(xr);
-    free(buf);
-    return 1;
 }
-
-#endif  // VLC_QSIMD_X86
 
 // ---------------------------------------------------------------------------
 // entry points
@@ -1567,7 +1588,7 @@ vlc_qdot_fn vlc_qdot_get(uint32_t wtype) {
 }
 
 void vlc_qmatmul_rows(float * y, int64_t ldy, const void * w, uint32_t wtype, const void * xq, int64_t n_in,
-                      int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
+                      int64_t n_tok, int64_t r0, int64_t r1, int accumulate, const void * laid) {
     const int T = type_index(wtype);
     if (T < 0 || r1 <= r0 || n_tok <= 0 || n_in <= 0) {
         return;
@@ -1595,8 +1616,8 @@ void vlc_qmatmul_rows(float * y, int64_t ldy, const void * w, uint32_t wtype, co
         return;
     }
 #if VLC_QSIMD_X86
-    if (ks != KS_REF && !ti_is_k(T) &&
-        qmm_decode_laid(ks, T, y, ldy, wb, wrow, xb, xrow, n_in, t0, n_tok, r0, r1, accumulate)) {
+    if (ks != KS_REF && !ti_is_k(T) && laid) {
+        qmm_decode_laid(ks, T, y, ldy, wb, wrow, laid, n_in, t0, n_tok, r0, r1, accumulate);
         return;
     }
 #endif

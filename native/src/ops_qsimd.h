@@ -24,6 +24,14 @@ vlc_qdot_fn vlc_qdot_get(uint32_t wtype);
 //   y[t * ldy + o] = (accumulate ? y[t * ldy + o] : 0) + W[o, :] . xq[t]
 // W [n_out, n_in] rows of wtype; xq [n_tok] activation rows of vlc_act_row_bytes(wtype,
 // n_in) bytes each. Blocks rows and tokens for reuse (prefill); same bits as the per-row
-// kernel of vlc_qdot_get.
+// kernel of vlc_qdot_get. laid: NULL, or the same n_tok rows laid out by vlc_qact_lay, which
+// the SIMD decode kernels of legacy types read (lay out once per matmul, not per row range).
+// Allocates only when a thread's kept scratch must grow (vlc_thread_scratch, threads.h).
 void vlc_qmatmul_rows(float * y, int64_t ldy, const void * w, uint32_t wtype, const void * xq, int64_t n_in,
-                      int64_t n_tok, int64_t r0, int64_t r1, int accumulate);
+                      int64_t n_tok, int64_t r0, int64_t r1, int accumulate, const void * laid);
+
+// Decode activations of the legacy types (Q4_0 .. Q8_0) laid out as their SIMD row kernels
+// read them: vlc_qact_laid_bytes per token (0 for other types), written by vlc_qact_lay from
+// n_tok activation rows xq.
+size_t vlc_qact_laid_bytes(uint32_t wtype, int64_t n_in);
+void   vlc_qact_lay(uint32_t wtype, const void * xq, int64_t n_in, int64_t n_tok, void * laid);

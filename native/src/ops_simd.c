@@ -20,9 +20,9 @@
 #include "ops_simd.h"
 
 #include "ops_cpu.h"
+#include "threads.h"
 #include "vlcache.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,37 +144,15 @@ static inline int64_t rb_max(int64_t n) {
 }
 
 // ---------------------------------------------------------------------------
-// per-thread packing buffer: grown on demand, 64-byte aligned, freed when the thread
-// exits (a pthread key destructor); NULL when it cannot be had (then decode tiles run).
+// per-thread packing buffer: the thread's kept scratch (threads.h), at least
+// VLC_SIMD_PACK_BYTES, so a thread allocates it once, whatever the shapes; NULL when it
+// cannot be had (then decode tiles run).
 
-static pthread_key_t         g_pack_key;
-static pthread_once_t        g_pack_once   = PTHREAD_ONCE_INIT;
-static int                   g_pack_key_ok = 0;
-static _Thread_local float * t_pack        = NULL;
-static _Thread_local size_t  t_pack_cap    = 0;  // floats
-static _Thread_local unsigned t_pack_turn  = 0;  // alternates the token order (see prefill)
-
-static void pack_key_init(void) {
-    g_pack_key_ok = pthread_key_create(&g_pack_key, free) == 0;
-}
+static _Thread_local unsigned t_pack_turn = 0;  // alternates the token order (see prefill)
 
 static float * pack_buffer(size_t n_floats) {
-    if (n_floats <= t_pack_cap) {
-        return t_pack;
-    }
-    pthread_once(&g_pack_once, pack_key_init);
-    if (!g_pack_key_ok) {
-        return NULL;
-    }
-    float * p = aligned_alloc(64, (n_floats * sizeof(float) + 63) & ~(size_t) 63);
-    if (!p || pthread_setspecific(g_pack_key, p) != 0) {
-        free(p);
-        return NULL;
-    }
-    free(t_pack);
-    t_pack     = p;
-    t_pack_cap = n_floats;
-    return p;
+    const size_t least = VLC_SIMD_PACK_BYTES / sizeof(float);
+    return vlc_thread_scratch(VLC_SCRATCH_SIMD_PACK, (n_floats > least ? n_floats : least) * sizeof(float));
 }
 
 // ---------------------------------------------------------------------------

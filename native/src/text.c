@@ -85,6 +85,8 @@ struct vlc_text_state {
     float *           logits;      // [V] logits of the last position run
     void *            xq[3];       // [B, act row bytes] matmul inputs quantized for the block
                                    // weight types, per vlc_act_kind (NULL when no weight needs it)
+    void *            xlaid;       // [VLC_QMM_TASK_MIN_TOK, laid bytes] the Q8A rows of a decode
+                                   // step laid out once for the row kernels (vlc_qact_lay)
     int               has_logits;
 
     // attention statistics (all NULL / off unless vlc_text_state_set_stats enabled them)
@@ -227,6 +229,10 @@ static vlc_status norms_init(vlc_text_state * st) {
     return VLC_STATUS_OK;
 }
 
+// Fewer tokens than this run a matmul as a decode step: activations quantized (and laid
+// out) on the calling thread, a few long row ranges per thread.
+enum { VLC_QMM_TASK_MIN_TOK = 16 };
+
 // The widest matmul input of the decoder: n_embd, n_head * head_dim or n_ff.
 static int64_t max_matmul_in(const vlc_hparams * hp) {
     const int64_t HD = (int64_t) hp->n_head * hp->head_dim;
@@ -244,6 +250,11 @@ static vlc_status xq_need(vlc_text_state * st, const vlc_weight * w) {
     const size_t bytes = (size_t) st->n_batch * vlc_act_row_bytes(w->type, max_matmul_in(&st->m->hp));
     st->xq[kind]       = aligned_alloc(64, (bytes + 63) & ~(size_t) 63);
     VLC_CHECK(st->xq[kind] != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of quantized activations", bytes);
+    if (kind == VLC_ACT_Q8A) {
+        const size_t lb = (size_t) VLC_QMM_TASK_MIN_TOK * vlc_qact_laid_bytes(w->type, max_matmul_in(&st->m->hp));
+        st->xlaid       = aligned_alloc(64, (lb + 63) & ~(size_t) 63);
+        VLC_CHECK(st->xlaid != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of decode activations", lb);
+    }
     return VLC_STATUS_OK;
 }
 
@@ -360,6 +371,7 @@ void vlc_text_state_free(vlc_text_state * st) {
     for (int i = 0; i < 3; i++) {
         free(st->xq[i]);
     }
+    free(st->xlaid);
     free(st);
 }
 
@@ -559,11 +571,12 @@ typedef struct mm_out {
     const vlc_weight * w;      // [n_out, n_in]
     int                accumulate;
     const void *       xq;     // block-quantized w: x quantized for it ([T] activation rows), else NULL
+    const void *       laid;   // decode steps of legacy types: xq laid out (vlc_qact_lay), else NULL
 } mm_out;
 
 // Quantized prefill: rows per task, so that the activations a call interleaves for its
 // token groups (ops_qsimd.c) are reused over many weight rows.
-enum { VLC_QMM_TASK_ROWS = 128, VLC_QMM_TASK_MIN_TOK = 16 };
+enum { VLC_QMM_TASK_ROWS = 128 };
 
 // Decode matmuls: tasks per thread. Handing out 16-row tasks instead interleaved the
 // threads' weight streams and left decode at the sum of compute and memory time (Q4_K_M
@@ -593,7 +606,8 @@ static void mm_task(void * ctx, int64_t task, int ith) {
     const int64_t  r0    = (task - j->first[k]) * j->rows[k];
     const int64_t  r1    = r0 + j->rows[k] < n_out ? r0 + j->rows[k] : n_out;
     if (o->xq) {
-        vlc_qmatmul_rows(o->y, o->ldy, o->w->data, o->w->type, o->xq, j->n_in, j->T, r0, r1, o->accumulate);
+        vlc_qmatmul_rows(o->y, o->ldy, o->w->data, o->w->type, o->xq, j->n_in, j->T, r0, r1, o->accumulate,
+                         o->laid);
     } else {
         vlc_cpu_matmul_rows(o->y, o->ldy, o->w->data, o->w->type, j->x, j->n_in, j->n_in, j->T, r0, r1,
                             o->accumulate, j->work + (size_t) ith * j->work_stride);
@@ -627,12 +641,16 @@ static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T
                     for (int64_t t = 0; t < T; t++) {
                         xq_task(&q, t, 0);
                     }
+                    if (kind == VLC_ACT_Q8A) {  // and laid out once for every row task
+                        vlc_qact_lay(outs[k].w->type, q.xq, n_in, T, st->xlaid);
+                    }
                 } else {
                     vlc_pool_run(st->pool, xq_task, &q, T);
                 }
                 done[kind] = 1;
             }
-            j.out[k].xq = st->xq[kind];
+            j.out[k].xq   = st->xq[kind];
+            j.out[k].laid = kind == VLC_ACT_Q8A && T < VLC_QMM_TASK_MIN_TOK ? st->xlaid : NULL;
         }
         // Rows per task (the bits never depend on them). Few tokens (decode): the time is the
         // weight stream, so each thread gets a few long contiguous ranges that the hardware
@@ -659,14 +677,56 @@ static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T
 // ---------------------------------------------------------------------------
 // forward
 
+// The first half of layer il for the T rows of c: attention rmsnorm, then Q, K and V (RoPE
+// applied) into st->q, st->k, st->v.
+static void layer_qkv(vlc_text_state * st, fwd_ctx * c, const vlc_layer * L, int32_t il) {
+    const vlc_hparams * hp = &st->m->hp;
+    const int64_t       HD = (int64_t) hp->n_head * hp->head_dim, KD = (int64_t) hp->n_head_kv * hp->head_dim;
+    c->src = st->x;
+    c->dst = st->xn;
+    c->w   = st->norm[2 * il];
+    vlc_pool_run(st->pool, rmsnorm_task, c, c->T);
+    const mm_out o[3] = { { .y = st->q, .ldy = HD, .w = &L->wq },
+                          { .y = st->k, .ldy = KD, .w = &L->wk },
+                          { .y = st->v, .ldy = KD, .w = &L->wv } };
+    mm_run(st, st->xn, hp->n_embd, c->T, 3, o);
+    vlc_pool_run(st->pool, rope_task, c, c->T);
+}
+
+// The second half, after the attention wrote st->att: output projection + residual, then
+// the FFN down(silu(gate(x)) * up(x)) + residual.
+static void layer_ffn(vlc_text_state * st, fwd_ctx * c, const vlc_layer * L, int32_t il) {
+    const vlc_hparams * hp = &st->m->hp;
+    const int64_t       C = hp->n_embd, HD = (int64_t) hp->n_head * hp->head_dim, F = hp->n_ff;
+    const mm_out        wo = { .y = st->x, .ldy = C, .w = &L->wo, .accumulate = 1 };
+    mm_run(st, st->att, HD, c->T, 1, &wo);
+    c->w = st->norm[2 * il + 1];
+    vlc_pool_run(st->pool, rmsnorm_task, c, c->T);
+    const mm_out gu[2] = { { .y = st->gate, .ldy = F, .w = &L->w_gate }, { .y = st->up, .ldy = F, .w = &L->w_up } };
+    mm_run(st, st->xn, C, c->T, 2, gu);
+    vlc_pool_run(st->pool, swiglu_task, c, c->T);
+    const mm_out down = { .y = st->x, .ldy = C, .w = &L->w_down, .accumulate = 1 };
+    mm_run(st, st->gate, F, c->T, 1, &down);
+}
+
+// Final norm of rows [lo, T) of c and their logits into y.
+static void logits_rows(vlc_text_state * st, fwd_ctx * c, int32_t lo, float * y) {
+    const vlc_hparams * hp = &st->m->hp;
+    const int64_t       C  = hp->n_embd;
+    c->src = st->x + lo * C;
+    c->dst = st->xn + lo * C;
+    c->w   = st->norm[2 * hp->n_layer];
+    vlc_pool_run(st->pool, rmsnorm_task, c, c->T - lo);
+    const mm_out o = { .y = y, .ldy = hp->n_vocab, .w = &st->m->output };
+    mm_run(st, st->xn + lo * C, C, c->T - lo, 1, &o);
+}
+
 // Runs one chunk of T <= B tokens at positions n_past .. n_past+T-1 and writes the logits
 // of the chunk rows [lo, T) into y ([T - lo, V]) when y != NULL.
 static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const float * embd, int32_t T,
                           int32_t lo, float * y) {
     const vlc_model *   m  = st->m;
     const vlc_hparams * hp = &m->hp;
-    const int64_t       C = hp->n_embd, F = hp->n_ff;
-    const int64_t       HD = (int64_t) hp->n_head * hp->head_dim, KD = (int64_t) hp->n_head_kv * hp->head_dim;
     fwd_ctx             c  = { .st = st, .p0 = st->n_past, .tokens = tokens, .embd = embd, .T = T };
 
     // chunk rows some statistics set covers (their softmax max and sum are kept)
@@ -696,20 +756,9 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
         const vlc_layer * L = &m->layers[il];
         c.il                = il;
 
-        // attention rmsnorm
-        c.src = st->x;
-        c.dst = st->xn;
-        c.w   = st->norm[2 * il];
-        vlc_pool_run(st->pool, rmsnorm_task, &c, T);
+        layer_qkv(st, &c, L, il);
 
-        // qkv
-        {
-            const mm_out o[3] = { { st->q, HD, &L->wq, 0, NULL }, { st->k, KD, &L->wk, 0, NULL }, { st->v, KD, &L->wv, 0, NULL } };
-            mm_run(st, st->xn, C, T, 3, o);
-        }
-
-        // rope, then append K and V to the cache
-        vlc_pool_run(st->pool, rope_task, &c, T);
+        // append K and V to the cache
         vlc_pool_run(st->pool, kv_store_task, &c, hp->n_head_kv);
 
         // attention (and the statistics of the rows some set asks for)
@@ -721,37 +770,13 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
             st->kv[(int64_t) il * hp->n_head_kv + g].n += T;
         }
 
-        // output projection + residual
-        {
-            const mm_out o = { st->x, C, &L->wo, 1, NULL };
-            mm_run(st, st->att, HD, T, 1, &o);
-        }
-
-        // ffn rmsnorm
-        c.w = st->norm[2 * il + 1];
-        vlc_pool_run(st->pool, rmsnorm_task, &c, T);
-
-        // ffn: down(silu(gate(x)) * up(x)) + residual
-        {
-            const mm_out o[2] = { { st->gate, F, &L->w_gate, 0, NULL }, { st->up, F, &L->w_up, 0, NULL } };
-            mm_run(st, st->xn, C, T, 2, o);
-        }
-        vlc_pool_run(st->pool, swiglu_task, &c, T);
-        {
-            const mm_out o = { st->x, C, &L->w_down, 1, NULL };
-            mm_run(st, st->gate, F, T, 1, &o);
-        }
+        layer_ffn(st, &c, L, il);
     }
     st->n_past += T;
 
     // final norm and logits, only for the rows asked for
     if (y && lo < T) {
-        c.src = st->x + lo * C;
-        c.dst = st->xn + lo * C;
-        c.w   = st->norm[2 * hp->n_layer];
-        vlc_pool_run(st->pool, rmsnorm_task, &c, T - lo);
-        const mm_out o = { y, hp->n_vocab, &m->output, 0, NULL };
-        mm_run(st, st->xn + lo * C, C, T - lo, 1, &o);
+        logits_rows(st, &c, lo, y);
     }
 }
 
@@ -791,6 +816,123 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
         memcpy(st->logits, logits_out + (int64_t) (n_out - 1) * V, (size_t) V * sizeof(float));
     }
     st->has_logits = 1;
+    return VLC_STATUS_OK;
+}
+
+// ---------------------------------------------------------------------------
+// batched decoding: one position for each of n states of one model. The matmuls and the
+// per-row ops run once over the n rows in the first state's scratch and pool; only the KV
+// store and the attention are per state, each row against its own cache.
+
+typedef struct batch_ctx {
+    vlc_text_state *         st;      // whose scratch and pool run the step
+    vlc_text_state * const * sts;     // [T] the row's states
+    const int32_t *          tokens;  // [T]
+    int32_t                  il;
+} batch_ctx;
+
+static void embed_batch_task(void * ctx, int64_t i, int ith) {
+    const batch_ctx *   b  = ctx;
+    vlc_text_state *    st = b->st;
+    const vlc_model *   m  = st->m;
+    const vlc_hparams * hp = &m->hp;
+    const int64_t       C  = hp->n_embd;
+    const size_t        row = vlc_row_bytes(m->tok_embd.type, C);
+    vlc_cpu_to_f32(st->x + i * C, (const char *) m->tok_embd.data + (size_t) b->tokens[i] * row, m->tok_embd.type, C);
+    vlc_cpu_rope_table(st->rope + i * hp->head_dim, b->sts[i]->n_past, hp->head_dim, hp->rope_freq_base,
+                       hp->rope_freq_scale);
+}
+
+// Task = (row i, KV head g): row i's K and V appended to state i's cache, then its G query
+// heads attend over that head's entries (the call a one-row forward_chunk makes).
+static void attn_batch_task(void * ctx, int64_t task, int ith) {
+    const batch_ctx *        b  = ctx;
+    const vlc_text_state *   st = b->st;
+    const vlc_hparams *      hp = &st->m->hp;
+    const int64_t            i = task / hp->n_head_kv, g = task % hp->n_head_kv;
+    const vlc_text_state *   si = b->sts[i];
+    const int32_t            G  = hp->n_head / hp->n_head_kv;
+    const int64_t            D = hp->head_dim, HD = (int64_t) hp->n_head * D, KD = (int64_t) hp->n_head_kv * D;
+    const size_t             es = vlc_type_size(si->type_kv);
+    vlc_kv_head *            h  = &si->kv[(int64_t) b->il * hp->n_head_kv + g];
+    vlc_cpu_from_f32((char *) h->k + (size_t) (h->n * D) * es, st->k + i * KD + g * D, si->type_kv, D);
+    vlc_cpu_from_f32((char *) h->v + (size_t) (h->n * D) * es, st->v + i * KD + g * D, si->type_kv, D);
+    h->pos[h->n] = si->n_past;
+    vlc_cpu_attn_rows(st->att + i * HD + g * G * D, HD, NULL, 0, st->q + i * HD + g * G * D, HD, 1, h->n + 1, 1, G,
+                      h->k, h->v, si->type_kv, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
+                      st->work + (size_t) ith * st->work_stride);
+}
+
+// T <= st->n_batch rows in st's scratch; logits of every row into y [T, V].
+static void forward_batch_chunk(vlc_text_state * st, vlc_text_state * const * sts, const int32_t * tokens, int32_t T,
+                                float * y) {
+    const vlc_model *   m  = st->m;
+    const vlc_hparams * hp = &m->hp;
+    batch_ctx           b  = { .st = st, .sts = sts, .tokens = tokens };
+    fwd_ctx             c  = { .st = st, .T = T };  // the per-row tasks of forward_chunk
+    vlc_pool_run(st->pool, embed_batch_task, &b, T);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const vlc_layer * L = &m->layers[il];
+        layer_qkv(st, &c, L, il);
+        b.il = il;
+        vlc_pool_run(st->pool, attn_batch_task, &b, (int64_t) T * hp->n_head_kv);
+        for (int32_t i = 0; i < T; i++) {
+            for (int32_t g = 0; g < hp->n_head_kv; g++) {
+                sts[i]->kv[(int64_t) il * hp->n_head_kv + g].n += 1;
+            }
+        }
+        layer_ffn(st, &c, L, il);
+    }
+    logits_rows(st, &c, 0, y);
+    for (int32_t i = 0; i < T; i++) {
+        sts[i]->n_past += 1;
+        memcpy(sts[i]->logits, y + (int64_t) i * hp->n_vocab, (size_t) hp->n_vocab * sizeof(float));
+        sts[i]->has_logits = 1;
+    }
+}
+
+// Whether a statistics set of st gathers the row at position pos.
+static int stats_cover(const vlc_text_state * st, int32_t pos) {
+    for (int set = 0; st->stats_on && set < VLC_STATS_N_SETS; set++) {
+        const vlc_stats_set * ss = &st->stats[set];
+        if (ss->on && pos >= ss->r0 && pos < ss->r1) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * tokens, int32_t n) {
+    VLC_CHECK(sts != NULL && tokens != NULL, VLC_STATUS_INVALID_ARG, "states or tokens is NULL");
+    VLC_CHECK(n > 0, VLC_STATUS_INVALID_ARG, "n = %d states, expected > 0", n);
+    for (int32_t i = 0; i < n; i++) {
+        const vlc_text_state * si = sts[i];
+        VLC_CHECK(si != NULL, VLC_STATUS_INVALID_ARG, "state %d is NULL", i);
+        VLC_CHECK(si->m == sts[0]->m, VLC_STATUS_INVALID_ARG, "state %d belongs to another model than state 0", i);
+        for (int32_t j = 0; j < i; j++) {
+            VLC_CHECK(sts[j] != si, VLC_STATUS_INVALID_ARG, "states %d and %d are the same state", j, i);
+        }
+        VLC_CHECK(tokens[i] >= 0 && tokens[i] < si->m->hp.n_vocab, VLC_STATUS_INVALID_ARG,
+                  "token id %d of state %d is out of range [0, %d)", tokens[i], i, si->m->hp.n_vocab);
+        VLC_CHECK(si->n_past < si->n_ctx, VLC_STATUS_CONTEXT_FULL, "state %d: all %d positions of its context are used",
+                  i, si->n_ctx);
+        VLC_CHECK(!stats_cover(si, si->n_past), VLC_STATUS_INVALID_ARG,
+                  "state %d gathers attention statistics at position %d: decode it alone", i, si->n_past);
+    }
+    for (int32_t i = 0; i < n; i++) {  // room for one entry per head (only capacity changes)
+        VLC_TRY(kv_reserve(sts[i], 1));
+    }
+    return VLC_STATUS_OK;
+}
+
+vlc_status vlc_text_forward_batch(vlc_text_state * const * sts, const int32_t * tokens, int32_t n, float * logits_out) {
+    VLC_CHECK(logits_out != NULL, VLC_STATUS_INVALID_ARG, "logits_out is NULL");
+    VLC_TRY(vlc_text_batch_prepare(sts, tokens, n));
+    const int64_t V = sts[0]->m->hp.n_vocab;
+    for (int32_t c0 = 0; c0 < n; c0 += sts[0]->n_batch) {
+        const int32_t T = n - c0 < sts[0]->n_batch ? n - c0 : sts[0]->n_batch;
+        forward_batch_chunk(sts[0], sts + c0, tokens + c0, T, logits_out + c0 * V);
+    }
     return VLC_STATUS_OK;
 }
 

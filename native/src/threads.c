@@ -225,3 +225,55 @@ int32_t vlc_n_cpus(void) {
     }
     return (int32_t) n;
 }
+
+// ---------------------------------------------------------------------------
+// per-thread scratch: a _Thread_local table (a root the leak checker sees for live threads)
+// and a pthread key whose destructor frees it when a worker exits
+
+typedef struct vlc_scratch {
+    void * p[VLC_SCRATCH_SLOTS];
+    size_t cap[VLC_SCRATCH_SLOTS];
+} vlc_scratch;
+
+static _Thread_local vlc_scratch * t_scratch;
+static pthread_key_t               g_scratch_key;
+static pthread_once_t              g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void * ptr) {
+    vlc_scratch * s = ptr;
+    for (int i = 0; i < VLC_SCRATCH_SLOTS; i++) {
+        free(s->p[i]);
+    }
+    free(s);
+}
+
+static void scratch_key_init(void) {
+    (void) pthread_key_create(&g_scratch_key, scratch_free);
+}
+
+void * vlc_thread_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= VLC_SCRATCH_SLOTS) {
+        return NULL;
+    }
+    if (!t_scratch) {
+        pthread_once(&g_scratch_once, scratch_key_init);
+        t_scratch = calloc(1, sizeof(vlc_scratch));
+        if (!t_scratch) {
+            return NULL;
+        }
+        (void) pthread_setspecific(g_scratch_key, t_scratch);
+    }
+    vlc_scratch * s = t_scratch;
+    if (bytes > s->cap[slot]) {
+        const size_t cap = (bytes + 63) & ~(size_t) 63;
+        void *       p   = aligned_alloc(64, cap);
+        if (!p) {
+            return NULL;
+        }
+        free(s->p[slot]);
+        s->p[slot]   = p;
+        s->cap[slot] = cap;
+    }
+    return s->p[slot];
+}
+

@@ -27,3 +27,13 @@ int32_t    vlc_pool_n_threads(const vlc_pool * pool);
 // Runs fn over n_tasks tasks (n_tasks <= 0 does nothing). A NULL pool runs everything on
 // the calling thread with ith = 0.
 void vlc_pool_run(vlc_pool * pool, vlc_task_fn fn, void * ctx, int64_t n_tasks);
+
+// Scratch of the calling thread that is kept between calls: slot (below)
+// holds at least bytes, 64-byte aligned; NULL when it cannot grow. It only allocates when
+// a call asks for more than the slot holds (contents are not kept then), so a kernel that
+// runs again at the same sizes allocates nothing. Freed when the thread exits.
+// Slots: the quantized prefill kernels' interleaved activations and unpacked weights
+// (ops_qsimd.c), the float kernels' packed weights (ops_simd.c).
+enum { VLC_SCRATCH_QMM_X, VLC_SCRATCH_QMM_U, VLC_SCRATCH_SIMD_PACK, VLC_SCRATCH_SLOTS };
+void * vlc_thread_scratch(int slot, size_t bytes);
+

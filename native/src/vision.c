@@ -21,6 +21,7 @@
 #include "error.h"
 #include "model.h"
 #include "ops_cpu.h"
+#include "quant.h"
 #include "threads.h"
 
 #include <inttypes.h>
@@ -491,9 +492,10 @@ static void layernorm_rows(vlc_pool * pool, float * y, const float * x, const fl
 }
 
 // y [n_rows, m->n_out] = x [n_rows, m->n_in] W^T + b (b may be NULL), then act if act >= 0.
+// work: per-thread matmul scratch; xq: room for the quantized activation rows.
 static void linear(vlc_pool * pool, float * y, const vis_mat * m, const float * b, const float * x, int64_t n_rows,
-                   int act, float * work) {
-    vlc_cpu_matmul_mt(pool, y, m->data, m->type, x, m->n_in, m->n_out, n_rows, 0, work);
+                   int act, float * work, void * xq) {
+    vlc_cpu_matmul_mt(pool, y, m->data, m->type, x, m->n_in, m->n_out, n_rows, 0, work, xq);
     if (b || act >= 0) {
         run_rows(pool, (rows_job) { .op = act >= 0 ? ROW_BIAS_ACT : ROW_BIAS, .y = y, .b = b, .n = m->n_out,
                                     .n_rows = n_rows, .act = act });
@@ -630,8 +632,13 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     const size_t big    = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
     const size_t max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
     const size_t wstr   = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
-    const size_t total  = 8 * rc + big + (size_t) n_threads * wstr;
-    float *      slab   = malloc(total * sizeof(float));
+    // quantized weights: each matmul's activation rows, quantized once
+    const size_t max_rows = max_sz(max_sz((size_t) (nt * N), (size_t) R), (size_t) Ro);
+    const int64_t xqn     = (int64_t) ((max_in + 255) / 256 * 256);  // a whole number of blocks of any type
+    const size_t  xqb     = max_sz(vlc_act_row_bytes(VLC_TYPE_Q8_0, xqn), vlc_act_row_bytes(VLC_TYPE_Q4_K, xqn));
+    const size_t xqf      = round16((max_rows * xqb + sizeof(float) - 1) / sizeof(float));
+    const size_t total    = 8 * rc + big + (size_t) n_threads * wstr + xqf;
+    float *      slab     = malloc(total * sizeof(float));
     VLC_CHECK(slab != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of vision scratch (%d tiles)",
               total * sizeof(float), (int) n_tiles);
     float * x   = slab;        // [R, C] residual stream
@@ -644,6 +651,7 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     float * att = vh + rc;     // [R, C]
     float * bg  = att + rc;    // big
     float * wk  = bg + big;    // [n_threads, wstr]
+    void *  xq  = wk + (size_t) n_threads * wstr;  // quantized activation rows
 
     vlc_pool * pool = NULL;
     if (n_threads > 1) {
@@ -657,7 +665,7 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     // embeddings: im2col rows -> convolution as a matmul (into q) -> [CLS; patches] + pos
     patch_job pj = { bg, pixels, (int32_t) S, (int32_t) P };
     vlc_pool_run(pool, patch_task, &pj, nt);
-    vlc_cpu_matmul_mt(pool, q, v->patch.data, v->patch.type, bg, K, C, nt * N, 0, wk);
+    vlc_cpu_matmul_mt(pool, q, v->patch.data, v->patch.type, bg, K, C, nt * N, 0, wk, xq);
     embd_job ej = { x, q, v->cls, v->pos, v->patch_b, T, C };
     vlc_pool_run(pool, embd_task, &ej, nt);
     layernorm_rows(pool, x, x, v->pre_ln_w, v->pre_ln_b, C, R, v->eps);
@@ -669,20 +677,20 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
 
         // attention block: x += Wo MHA(LN1(x)) + bo
         layernorm_rows(pool, xn, x, L->ln1_w, L->ln1_b, C, R, v->eps);
-        linear(pool, q, &L->wq, L->bq, xn, R, -1, wk);
-        linear(pool, k, &L->wk, L->bk, xn, R, -1, wk);
-        linear(pool, vv, &L->wv, L->bv, xn, R, -1, wk);
+        linear(pool, q, &L->wq, L->bq, xn, R, -1, wk, xq);
+        linear(pool, k, &L->wk, L->bk, xn, R, -1, wk, xq);
+        linear(pool, vv, &L->wv, L->bv, xn, R, -1, wk, xq);
         heads_job hj = { kh, vh, k, vv, T, H, D };
         vlc_pool_run(pool, heads_task, &hj, nt * H);
         attn_job aj = { att, q, kh, vh, T, H, D, nqb, scale, wk, wstr };
         vlc_pool_run(pool, attn_task, &aj, nt * H * nqb);
-        linear(pool, xn, &L->wo, L->bo, att, R, -1, wk);
+        linear(pool, xn, &L->wo, L->bo, att, R, -1, wk, xq);
         run_rows(pool, (rows_job) { .op = ROW_ADD, .y = x, .x = xn, .n = C, .n_rows = R });
 
         // MLP block: x += fc2(act(fc1(LN2(x))))
         layernorm_rows(pool, xn, x, L->ln2_w, L->ln2_b, C, R, v->eps);
-        linear(pool, bg, &L->fc1, L->b1, xn, R, in->gelu_exact ? ACT_GELU_ERF : ACT_QUICK_GELU, wk);
-        linear(pool, xn, &L->fc2, L->b2, bg, R, -1, wk);
+        linear(pool, bg, &L->fc1, L->b1, xn, R, in->gelu_exact ? ACT_GELU_ERF : ACT_QUICK_GELU, wk, xq);
+        linear(pool, xn, &L->fc2, L->b2, bg, R, -1, wk, xq);
         run_rows(pool, (rows_job) { .op = ROW_ADD, .y = x, .x = xn, .n = C, .n_rows = R });
     }
 
@@ -696,8 +704,8 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     }
 
     // projector: Linear -> GELU -> Linear, straight into out [Ro, E]
-    linear(pool, bg, &v->mm0, v->mm0_b, sel, Ro, v->proj_act, wk);
-    linear(pool, out, &v->mm2, v->mm2_b, bg, Ro, -1, wk);
+    linear(pool, bg, &v->mm0, v->mm0_b, sel, Ro, v->proj_act, wk, xq);
+    linear(pool, out, &v->mm2, v->mm2_b, bg, Ro, -1, wk, xq);
 
     vlc_pool_free(pool);
     free(slab);

@@ -66,26 +66,28 @@ ffi = cffi.FFI()
 ffi.cdef(_cdef_block(_find_header(_lib_path)))
 lib = ffi.dlopen(str(_lib_path))
 
-if lib.vlc_abi_version() != lib.VLC_ABI_VERSION:
-    raise ImportError(
-        f"vlcache_native: library {_lib_path} has ABI {lib.vlc_abi_version()}, "
-        f"the header says {lib.VLC_ABI_VERSION}; rebuild the package"
-    )
-for _struct, _size_fn in [
-    ("vlc_model_params", lib.vlc_model_params_size),
-    ("vlc_session_params", lib.vlc_session_params_size),
-    ("vlc_model_info", lib.vlc_model_info_size),
-    ("vlc_sampler_params", lib.vlc_sampler_params_size),
-    ("vlc_session_stats", lib.vlc_session_stats_size),
-    ("vlc_vision_info", lib.vlc_vision_info_size),
-    ("vlc_attn_stats_params", lib.vlc_attn_stats_params_size),
-    ("vlc_kv_params", lib.vlc_kv_params_size),
-    ("vlc_compress_report", lib.vlc_compress_report_size),
-]:
-    if ffi.sizeof(_struct) != _size_fn():
+STRUCTS = ("vlc_model_params", "vlc_session_params", "vlc_model_info", "vlc_sampler_params",
+           "vlc_session_stats", "vlc_vision_info", "vlc_attn_stats_params", "vlc_kv_params",
+           "vlc_compress_report")
+
+
+def check_abi(lib, ffi, path) -> None:
+    """Raises ImportError when the library and the header disagree (a stale build): the ABI
+    version, or the size of a public struct (each has a vlc_<struct>_size() in the library)."""
+    if lib.vlc_abi_version() != lib.VLC_ABI_VERSION:
         raise ImportError(
-            f"vlcache_native: sizeof({_struct}) is {_size_fn()} in the library but "
-            f"{ffi.sizeof(_struct)} in the header; rebuild the package"
+            f"vlcache_native: library {path} has ABI {lib.vlc_abi_version()}, "
+            f"the header says {lib.VLC_ABI_VERSION}; rebuild the package"
         )
+    for struct in STRUCTS:
+        size = getattr(lib, f"{struct}_size")()
+        if ffi.sizeof(struct) != size:
+            raise ImportError(
+                f"vlcache_native: sizeof({struct}) is {size} in the library but "
+                f"{ffi.sizeof(struct)} in the header; rebuild the package"
+            )
+
+
+check_abi(lib, ffi, _lib_path)
 
 library_path = _lib_path

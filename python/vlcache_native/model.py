@@ -344,6 +344,33 @@ class Model(NativeObject):
         self._sessions.add(s)
         return s
 
+    def decode_batch(self, sessions: Sequence[Session], tokens: Sequence[int]) -> np.ndarray:
+        """One decode step for several sessions of this model at once: ``tokens[i]`` runs at
+        position ``n_past`` of ``sessions[i]``. Returns the logits ``[len(sessions), n_vocab]``.
+
+        Every weight matrix is read once for all the rows, so N sequences decode in little
+        more than the time of one; each row attends over its own session's cache (any
+        length, compressed or not). The results are bit-identical to calling
+        ``sessions[i].decode(tokens[i])`` for each session. Runs on the first session's
+        threads. Nothing changes when the batch is refused (a session twice, or of another
+        model, a token out of range, a full context).
+        """
+        sessions, ids = list(sessions), [int(t) for t in tokens]
+        if not sessions:
+            raise InvalidArgumentError("decode_batch needs at least one session")
+        if len(ids) != len(sessions):
+            raise InvalidArgumentError(f"{len(sessions)} sessions but {len(ids)} tokens")
+        for i, s in enumerate(sessions):
+            if not isinstance(s, Session) or s._model is not self:
+                raise InvalidArgumentError(f"session {i} is not a session of this model")
+            if not -(2**31) <= ids[i] < 2**31:
+                raise InvalidArgumentError(f"token id {ids[i]} does not fit in int32")
+        handles = ffi.new("vlc_session *[]", [s._handle() for s in sessions])
+        out = np.empty((len(sessions), self.n_vocab), dtype=np.float32)
+        check(lib.vlc_batch_decode(handles, ffi.new("int32_t[]", ids), len(ids),
+                                   ffi.from_buffer("float[]", out, require_writable=True)))
+        return out
+
     def chat(self, messages, **kwargs) -> Completion | CompletionStream:
         """Replies to OpenAI-style ``messages`` (text and image parts, several turns).
 

@@ -6,6 +6,7 @@
 // loose by design but still ~1e-6 relative for the shapes used), attention to 1e-5 of
 // max|v|, RoPE to the error the f32 angle (as Hugging Face computes it) implies.
 #include "ops_cpu.h"
+#include "quant.h"
 #include "threads.h"
 
 #include <math.h>
@@ -321,7 +322,7 @@ static void test_matmul_threads(void) {
             CHECK(vlc_pool_create(nt, &pool) == VLC_STATUS_OK, "pool %d", nt);
             for (int rep = 0; rep < 20; rep++) {
                 memset(yn, 0xff, (size_t) (n_tok * n_out) * 4);
-                vlc_cpu_matmul_mt(pool, yn, w, types[it], x, n_in, n_out, n_tok, 0, work);
+                vlc_cpu_matmul_mt(pool, yn, w, types[it], x, n_in, n_out, n_tok, 0, work, NULL);
                 CHECK(memcmp(y1, yn, (size_t) (n_tok * n_out) * 4) == 0,
                       "threaded matmul (type %u, %d threads) differs from single-threaded", types[it], nt);
             }
@@ -333,6 +334,52 @@ static void test_matmul_threads(void) {
         free(y1);
         free(yn);
         free(work);
+    }
+}
+
+// Block-quantized weights over the pool: the activations quantized once for all tasks (xq
+// given) or in every task (NULL) give the bits of the single-threaded matmul, 1-8 threads.
+static void test_qmatmul_threads(void) {
+    const int64_t  n_out = 150, n_in = 512, n_tok = 37;  // 150 rows: 3 tasks of 64, the last short
+    const uint32_t types[] = { VLC_TYPE_Q8_0, VLC_TYPE_Q4_0, VLC_TYPE_Q4_K };
+    for (int it = 0; it < 3; it++) {
+        const size_t rb   = vlc_row_bytes(types[it], n_in);
+        uint8_t *    w    = malloc(rb * (size_t) n_out);
+        float *      wf   = malloc((size_t) n_in * 4);
+        float *      x    = malloc((size_t) (n_tok * n_in) * 4);
+        float *      y1   = malloc((size_t) (n_tok * n_out) * 4);
+        float *      yn   = malloc((size_t) (n_tok * n_out) * 4);
+        float *      work = malloc((size_t) (8 * VLC_MATMUL_ROWS * n_in) * 4);
+        void *       xq   = malloc(vlc_act_row_bytes(types[it], n_in) * (size_t) n_tok);
+        for (int64_t o = 0; o < n_out; o++) {
+            for (int64_t i = 0; i < n_in; i++) {
+                wf[i] = rng_unif();
+            }
+            vlc_quantize_row(types[it], wf, w + (size_t) o * rb, n_in);
+        }
+        for (int64_t i = 0; i < n_tok * n_in; i++) {
+            x[i] = rng_unif();
+        }
+        vlc_cpu_matmul(y1, w, types[it], x, n_in, n_out, n_tok, 0, work);
+        for (int32_t nt = 1; nt <= 8; nt *= 2) {
+            vlc_pool * pool = NULL;
+            CHECK(vlc_pool_create(nt, &pool) == VLC_STATUS_OK, "pool %d", nt);
+            for (int once = 0; once < 2; once++) {
+                memset(yn, 0xff, (size_t) (n_tok * n_out) * 4);
+                vlc_cpu_matmul_mt(pool, yn, w, types[it], x, n_in, n_out, n_tok, 0, work, once ? xq : NULL);
+                CHECK(memcmp(y1, yn, (size_t) (n_tok * n_out) * 4) == 0,
+                      "threaded quantized matmul (type %u, %d threads, xq %d) differs from single-threaded",
+                      types[it], nt, once);
+            }
+            vlc_pool_free(pool);
+        }
+        free(w);
+        free(wf);
+        free(x);
+        free(y1);
+        free(yn);
+        free(work);
+        free(xq);
     }
 }
 
@@ -459,6 +506,7 @@ int main(void) {
     test_rope();
     test_matmul();
     test_matmul_threads();
+    test_qmatmul_threads();
     test_attn();
     test_pool();
     if (g_fail) {

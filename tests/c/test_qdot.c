@@ -303,6 +303,11 @@ static int check_matmul(int level, uint32_t t, int64_t n_in, int64_t n_out, cons
         memcpy(xq + (size_t) k * xb, a, xb);
         free(a);
     }
+    const size_t lb   = vlc_qact_laid_bytes(t, n_in);  // legacy types: the laid-out decode rows too
+    uint8_t *    laid = lb ? malloc(lb * (size_t) max_tok) : NULL;
+    if (laid) {
+        vlc_qact_lay(t, xq, n_in, max_tok, laid);
+    }
     float * dots = malloc((size_t) (n_out * max_tok) * sizeof(float));  // every (row, token), row kernel
     for (int64_t k = 0; k < max_tok; k++) {
         for (int64_t o = 0; o < n_out; o++) {
@@ -317,11 +322,12 @@ static int check_matmul(int level, uint32_t t, int64_t n_in, int64_t n_out, cons
         for (int sp = 0; sp < n_spans; sp++) {
             const int64_t r0 = spans[sp][0], r1 = spans[sp][1];
             for (int acc = 0; acc < 2; acc++) {
+                const void * lx = (sp + acc) & 1 ? laid : NULL;  // half the calls with laid-out rows
                 for (int64_t i = 0; i < n_tok * ldy; i++) {
                     y0[i] = rng_unif();
                 }
                 memcpy(y, y0, (size_t) (n_tok * ldy) * sizeof(float));
-                vlc_qmatmul_rows(y, ldy, w, t, xq, n_in, n_tok, r0, r1, acc);
+                vlc_qmatmul_rows(y, ldy, w, t, xq, n_in, n_tok, r0, r1, acc, lx);
                 n_calls++;
                 int bad = 0;
                 for (int64_t k = 0; k < n_tok && !bad; k++) {
@@ -349,6 +355,7 @@ static int check_matmul(int level, uint32_t t, int64_t n_in, int64_t n_out, cons
         free(y0);
     }
     free(dots);
+    free(laid);
     free(w);
     free(xq);
     return n_calls;
@@ -445,7 +452,11 @@ static int bench(void) {
         for (int64_t k = 0; k < n_pre; k++) {
             vlc_quantize_act_row(t, f + k * n, xq + (size_t) k * xb, n);
         }
-        float * y = malloc((size_t) (n * n_pre) * sizeof(float));
+        float * y    = malloc((size_t) (n * n_pre) * sizeof(float));
+        void *  laid = vlc_qact_laid_bytes(t, n) ? malloc(vlc_qact_laid_bytes(t, n)) : NULL;  // as decode runs
+        if (laid) {
+            vlc_qact_lay(t, xq, n, 1, laid);
+        }
         for (int level = VLC_SIMD_OFF; level <= VLC_SIMD_AVX512; level++) {
             if (!vlc_simd_supported(level)) {
                 continue;
@@ -453,17 +464,17 @@ static int bench(void) {
             vlc_simd_set_level(level);
             // hot: the best of 20 calls on one matrix
             double best = 1e9, t0, el;
-            vlc_qmatmul_rows(y, n, w, t, xq, n, 1, 0, n, 0);
+            vlc_qmatmul_rows(y, n, w, t, xq, n, 1, 0, n, 0, laid);
             for (int rep = 0; rep < 20; rep++) {
                 t0   = now_s();
-                vlc_qmatmul_rows(y, n, w, t, xq, n, 1, 0, n, 0);
+                vlc_qmatmul_rows(y, n, w, t, xq, n, 1, 0, n, 0, laid);
                 best = fmin(best, now_s() - t0);
             }
             const double hot = (double) mb / best * 1e-9;
             // cold: one pass over all the copies, each matrix once
             t0 = now_s();
             for (size_t c = 0; c < copies; c++) {
-                vlc_qmatmul_rows(y, n, w + c * mb, t, xq, n, 1, 0, n, 0);
+                vlc_qmatmul_rows(y, n, w + c * mb, t, xq, n, 1, 0, n, 0, laid);
             }
             el                = now_s() - t0;
             const double cold = (double) mb * (double) copies / el * 1e-9;
@@ -472,7 +483,7 @@ static int bench(void) {
                 best = 1e9;
                 for (int rep = 0; rep < 2; rep++) {
                     t0   = now_s();
-                    vlc_qmatmul_rows(y, n, w, t, xq, n, n_pre, 0, n, 0);
+                    vlc_qmatmul_rows(y, n, w, t, xq, n, n_pre, 0, n, 0, NULL);
                     best = fmin(best, now_s() - t0);
                 }
                 pre = 2.0 * (double) n * (double) n * (double) n_pre / best * 1e-9;
@@ -481,6 +492,7 @@ static int bench(void) {
             fflush(stdout);
         }
         free(y);
+        free(laid);
         free(xq);
         free(w);
     }
@@ -496,7 +508,7 @@ int main(void) {
     CHECK(vlc_qdot_get(VLC_TYPE_F32) == NULL && vlc_qdot_get(VLC_TYPE_F16) == NULL, "float types have no qdot kernel");
     {
         float y = 5.0f;
-        vlc_qmatmul_rows(&y, 1, &y, VLC_TYPE_F32, &y, 32, 1, 0, 1, 0);
+        vlc_qmatmul_rows(&y, 1, &y, VLC_TYPE_F32, &y, 32, 1, 0, 1, 0, NULL);
         CHECK(y == 5.0f, "a float weight type must leave y alone");
     }
     for (int level = VLC_SIMD_OFF; level <= VLC_SIMD_AVX512; level++) {

@@ -2,6 +2,8 @@
 // tests that run the decoder. Include after vlc_test.h (uses its rng) and model.h.
 #pragma once
 
+#include "quant.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 typedef struct tiny {
     vlc_model model;
     float *   buf;
+    uint8_t * qbuf;  // tiny_quantize's copies, or NULL
 } tiny;
 
 static vlc_weight wmake(float ** cur, int64_t n_in, int64_t n_out, float amp) {
@@ -54,9 +57,40 @@ static void tiny_init(tiny * t, int32_t V, int32_t C, int32_t L, int32_t H, int3
     }
 }
 
+// Every matrix of the layers and the output re-encoded as the block type `type` (all
+// the rows must be whole blocks of it), in one buffer tiny_free frees.
+static inline void tiny_quantize(tiny * t, uint32_t type) {
+    vlc_weight * ws[7 * 64 + 1];
+    int          n = 0;
+    for (int32_t il = 0; il < t->model.hp.n_layer && il < 64; il++) {
+        vlc_layer * ly = &t->model.layers[il];
+        vlc_weight * lw[] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
+        for (int i = 0; i < 7; i++) {
+            ws[n++] = lw[i];
+        }
+    }
+    ws[n++]      = &t->model.output;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        total += vlc_row_bytes(type, ws[i]->ne[0]) * (size_t) ws[i]->ne[1];
+    }
+    t->qbuf       = malloc(total);
+    uint8_t * dst = t->qbuf;
+    for (int i = 0; i < n; i++) {
+        const size_t rb = vlc_row_bytes(type, ws[i]->ne[0]);
+        for (int64_t r = 0; r < ws[i]->ne[1]; r++) {
+            vlc_quantize_row(type, (const float *) ws[i]->data + r * ws[i]->ne[0], dst + (size_t) r * rb, ws[i]->ne[0]);
+        }
+        ws[i]->data = dst;
+        ws[i]->type = type;
+        dst += rb * (size_t) ws[i]->ne[1];
+    }
+}
+
 static void tiny_free(tiny * t) {
     free(t->model.layers);
     free(t->buf);
+    free(t->qbuf);
 }
 
 static vlc_text_state * state_new(const vlc_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads) {

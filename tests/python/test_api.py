@@ -10,10 +10,28 @@ import vlcache_native as vc
 from vlcache_native._ffi import ffi, lib, library_path
 
 
-def test_abi_and_struct_sizes_match_header():
-    assert lib.vlc_abi_version() == lib.VLC_ABI_VERSION
-    assert ffi.sizeof("vlc_session_params") == lib.vlc_session_params_size()
-    assert ffi.sizeof("vlc_model_info") == lib.vlc_model_info_size()
+def test_abi_check_names_a_stale_library():
+    from vlcache_native import _ffi
+    _ffi.check_abi(lib, ffi, library_path)  # the real pair agrees
+
+    class Stale:  # the library as a stale build would answer, one struct or the version off
+        def __init__(self, struct=None, abi=0):
+            self.VLC_ABI_VERSION, self._struct, self._abi = lib.VLC_ABI_VERSION, struct, abi
+
+        def vlc_abi_version(self):
+            return lib.vlc_abi_version() + self._abi
+
+        def __getattr__(self, name):
+            real = getattr(lib, name)
+            return (lambda: real() + 8) if name == f"{self._struct}_size" else real
+
+    with pytest.raises(ImportError, match=r"sizeof\(vlc_kv_params\) is \d+ in the library"):
+        _ffi.check_abi(Stale("vlc_kv_params"), ffi, "libx.so")
+    with pytest.raises(ImportError, match="has ABI .* rebuild"):
+        _ffi.check_abi(Stale(abi=1), ffi, "libx.so")
+    sized = {n[:-len("_size")] for n in dir(lib)  # every vlc_<struct>_size() the header declares
+             if n.endswith("_size") and not ffi.typeof(getattr(lib, n)).args}
+    assert set(_ffi.STRUCTS) == sized
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nm -D is the Linux way to list exports")

@@ -24,12 +24,13 @@ Tolerances:
 
 import numpy as np
 import pytest
+from conftest import oracle
 
 import vlcache_native as vc
 
-torch = pytest.importorskip("torch")
-L = pytest.importorskip("llavamodels")
-K = pytest.importorskip("kvref")
+torch = oracle("torch")
+import llavamodels as L
+import kvref as K
 
 SCORE_TOL = 1e-5
 MARGIN = 1e-4

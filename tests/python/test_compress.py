@@ -35,9 +35,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import oracle
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = oracle("torch")
+oracle("transformers")
 
 import vlcache_native as vc  # noqa: E402
 from vlcache_native import kvcache  # noqa: E402

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import oracle
 
 import hfmodels as H
 from hfmodels import expected_bits, gguf_row_source
 
-torch = pytest.importorskip("torch")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+torch = oracle("torch")
+safetensors_torch = oracle("safetensors.torch")
 
 conv = H.converter_module()
 GGML = {"f32": "F32", "f16": "F16", "bf16": "BF16"}

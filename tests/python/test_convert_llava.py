@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import oracle
 
 import hfmodels as H
 from hfmodels import expected_bits, gguf_row_source
 import llavamodels as L
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-gguf = pytest.importorskip("gguf")
+torch = oracle("torch")
+transformers = oracle("transformers")
+import gguf
 
 conv = H.converter_module()
 GGML = {"f32": "F32", "f16": "F16", "bf16": "BF16"}

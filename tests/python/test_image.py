@@ -20,14 +20,15 @@ import types
 
 import numpy as np
 import pytest
+from conftest import oracle
 import PIL.Image
 import PIL.ImageOps
 
 from vlcache_native.image import (ImageError, ImageProcessor, llava_next_num_tokens, load_image,
                                   pack_llava_next_features, processor_for_model, select_best_resolution)
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = oracle("torch")
+oracle("transformers")
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil  # noqa: E402
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil  # noqa: E402
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil  # noqa: E402

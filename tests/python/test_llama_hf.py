@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import oracle
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = oracle("torch")
+oracle("transformers")
 
 import vlcache_native as vc  # noqa: E402
 from hfmodels import convert, load_hf, make_llama, train_spm  # noqa: E402

@@ -15,11 +15,12 @@ import struct
 import gguf
 import numpy as np
 import pytest
+from conftest import oracle
 
 import vlcache_native as vc
 
-torch = pytest.importorskip("torch")
-L = pytest.importorskip("llavamodels")
+torch = oracle("torch")
+import llavamodels as L
 from vlcache_native.chat import format_chat  # noqa: E402
 
 

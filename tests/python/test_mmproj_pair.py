@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import oracle
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-gguf = pytest.importorskip("gguf")
+torch = oracle("torch")
+oracle("transformers")
+import gguf
 
 import vlcache_native as vc  # noqa: E402
 from test_vision import (  # noqa: E402

@@ -17,12 +17,12 @@ features close to the F32 model's.
 """
 
 import numpy as np
+import gguf
 import pytest
 
 import vlcache_native as vc
-from conftest import load_tool
+from conftest import load_tool, oracle
 
-gguf = pytest.importorskip("gguf")
 qz = load_tool("quantize")
 
 IDS = [1, 295, 270, 280, 290, 260, 12, 77, 140, 33, 201, 5, 99, 250, 18, 64]
@@ -123,8 +123,8 @@ def test_quantized_llava_vision(tmp_path):
     """A tiny LLaVA quantized to Q4_0 text + Q8_0 vision (the tool's default): image
     features within 5% (relative L2; measured 0.016) of the F32 model's, and the whole
     prompt's logits within 40% (measured 0.21: 4-bit text weights of a 2-layer random model)."""
-    pytest.importorskip("torch")
-    L = pytest.importorskip("llavamodels")
+    oracle("torch")
+    import llavamodels as L
     hf_dir = L.make_llava15(tmp_path / "hf", vision=dict(hidden=64, ff=128))
     f32 = L.convert(hf_dir, tmp_path / "f32.gguf", "f32")
     q = tmp_path / "q.gguf"

@@ -38,12 +38,13 @@ import json
 import random
 import time
 
+import gguf
 import pytest
+from conftest import oracle
 
-gguf = pytest.importorskip("gguf")
-spm = pytest.importorskip("sentencepiece")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+spm = oracle("sentencepiece")
+transformers = oracle("transformers")
+tokenizers = oracle("tokenizers")
 from tokenizers import normalizers  # noqa: E402
 
 import vlcache_native as vc  # noqa: E402
