@@ -348,9 +348,9 @@ class Model(NativeObject):
         """One decode step for several sessions of this model at once: ``tokens[i]`` runs at
         position ``n_past`` of ``sessions[i]``. Returns the logits ``[len(sessions), n_vocab]``.
 
-        Every weight matrix is read once for all the rows, so N sequences decode in little
-        more than the time of one; each row attends over its own session's cache (any
-        length, compressed or not). The results are bit-identical to calling
+        Every weight matrix is read once for all the rows, so a step of N sequences costs
+        far less than N single steps (``tools/bench_batch.py`` measures it); each row
+        attends over its own session's cache (any length, compressed or not). The results are bit-identical to calling
         ``sessions[i].decode(tokens[i])`` for each session. Runs on the first session's
         threads. Nothing changes when the batch is refused (a session twice, or of another
         model, a token out of range, a full context).
