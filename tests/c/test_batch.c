@@ -17,20 +17,13 @@
 
 enum { V = 61, C = 256, L = 2, H = 4, HKV = 2, F = 256, N = 18, STEPS = 4, N_CTX = 128 };
 
-static vlc_text_state * make_state(const vlc_model * m, int32_t n_batch, int32_t threads, uint32_t kv_type) {
-    vlc_session_params sp = { N_CTX, n_batch, threads, kv_type };
-    vlc_text_state *   st = NULL;
-    CHECK(vlc_text_state_create(m, &sp, &st) == VLC_STATUS_OK && st, "vlc_text_state_create");
-    return st;
-}
-
 static void run(const char * what, const vlc_model * m, int32_t threads, int32_t lead_batch) {
     vlc_text_state * a[N];  // batched
     vlc_text_state * b[N];  // the same states decoded one at a time
     int32_t          toks[N][STEPS];
     for (int i = 0; i < N; i++) {
         const int32_t n = 3 + 5 * i;  // prompts of 3 .. 88 tokens
-        a[i] = make_state(m, i == 0 ? lead_batch : 16, threads, i == 4 ? VLC_TYPE_F32 : VLC_TYPE_F16);
+        a[i] = state_new_kv(m, N_CTX, i == 0 ? lead_batch : 16, threads, i == 4 ? VLC_TYPE_F32 : VLC_TYPE_F16);
         int32_t prompt[96];
         for (int t = 0; t < n; t++) {
             prompt[t] = (int32_t) (rng_u64() % V);

@@ -93,11 +93,17 @@ static void tiny_free(tiny * t) {
     free(t->qbuf);
 }
 
-static vlc_text_state * state_new(const vlc_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads) {
-    vlc_session_params sp = { n_ctx, n_batch, n_threads, VLC_TYPE_F16 };
+// A text state with a KV cache of kv_type (VLC_TYPE_F16 or VLC_TYPE_F32).
+static inline vlc_text_state * state_new_kv(const vlc_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads,
+                                            uint32_t kv_type) {
+    vlc_session_params sp = { n_ctx, n_batch, n_threads, kv_type };
     vlc_text_state *   st = NULL;
     vlc_status         s  = vlc_text_state_create(m, &sp, &st);
     CHECK(s == VLC_STATUS_OK && st, "vlc_text_state_create: %d", s);
     return st;
+}
+
+static inline vlc_text_state * state_new(const vlc_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads) {
+    return state_new_kv(m, n_ctx, n_batch, n_threads, VLC_TYPE_F16);
 }
 
