@@ -1,11 +1,13 @@
 // api.c: the public entry points of vlcache.h. Checks arguments, owns the model and
-// session structs, and delegates to gguf.c, tokenizer.c, model.c and text.c. Nothing
+// session structs, and delegates to gguf.c, tokenizer.c, model.c, text.c, stats.c and compress.c. Nothing
 // here computes; everything here validates before anything changes, so a failed call
 // leaves its handle as it was.
 #include "error.h"
 #include "gguf.h"
+#include "kvcache.h"
 #include "model.h"
 #include "ops_cpu.h"
+#include "stats.h"
 #include "tokenizer.h"
 #include "vision.h"
 
@@ -454,11 +456,7 @@ vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * toke
 const float * vlc_session_logits(const vlc_session * s) { return vlc_text_state_logits(s->text); }
 
 // ---------------------------------------------------------------------------
-// attention statistics: the public names over text.c's statistics sets
-
-_Static_assert((int) VLC_ATTN_WINDOW == (int) VLC_STATS_WINDOW && (int) VLC_ATTN_H2O == (int) VLC_STATS_ALL &&
-                   (int) VLC_ATTN_SNAPKV == (int) VLC_STATS_LAST,
-               "vlc_attn_set must number the sets as text.c does");
+// attention statistics (stats.h: checked there, in these names)
 
 void vlc_attn_stats_params_init(vlc_attn_stats_params * p) {
     memset(p, 0, sizeof(*p));
@@ -467,75 +465,51 @@ void vlc_attn_stats_params_init(vlc_attn_stats_params * p) {
 
 vlc_status vlc_session_set_attn_stats(vlc_session * s, const vlc_attn_stats_params * p) {
     VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
-    if (!p) {
-        return vlc_text_state_set_stats(s->text, NULL);
-    }
-    // the checks text.c makes, worded with the public field names
-    const int32_t n_past = vlc_text_state_n_past(s->text), n_ctx = vlc_text_state_n_ctx(s->text);
-    const int32_t end    = p->window_end > 0 ? p->window_end : n_ctx;
-    VLC_CHECK(isfinite(p->p) && p->p >= 0.0f && p->p <= 1.0f, VLC_STATUS_INVALID_ARG,
-              "p = %g, expected a threshold in [0, 1]", p->p);
-    VLC_CHECK(p->window_end >= 0 && p->window_end <= n_ctx, VLC_STATUS_INVALID_ARG,
-              "window_end = %d, expected 0 (open) or 1 .. n_ctx = %d", p->window_end, n_ctx);
-    VLC_CHECK(p->window_start >= n_past && p->window_start < end, VLC_STATUS_INVALID_ARG,
-              "window_start = %d, expected n_past = %d (rows already run) .. %d (window_end - 1)", p->window_start,
-              n_past, end - 1);
-    VLC_CHECK(p->h2o == 0 || p->h2o == 1, VLC_STATUS_INVALID_ARG, "h2o = %d, expected 0 or 1", p->h2o);
-    VLC_CHECK(!p->h2o || (p->window_end > 0 && n_past == 0), VLC_STATUS_INVALID_ARG,
-              "h2o needs window_end > 0 (got %d) and an empty cache (n_past = %d)", p->window_end, n_past);
-    VLC_CHECK(p->snapkv_window >= 0 &&
-                  (p->snapkv_window == 0 || (p->window_end > 0 && p->snapkv_window <= p->window_end - n_past)),
-              VLC_STATUS_INVALID_ARG, "snapkv_window = %d, expected 0 (off) or 1 .. window_end - n_past = %d",
-              p->snapkv_window, p->window_end > 0 ? p->window_end - n_past : 0);
-    const vlc_stats_params sp = {
-        .w0       = p->window_start,
-        .w1       = p->window_end,
-        .p        = p->p,
-        .all_rows = p->h2o,
-        .last_w   = p->snapkv_window,
-    };
-    return vlc_text_state_set_stats(s->text, &sp);
+    return vlc_text_state_set_stats(s->text, p);
 }
 
 int32_t vlc_session_attn_stats_rows(const vlc_session * s, vlc_attn_set set) {
-    return s && vlc_text_state_stats_on(s->text, (int) set) ? vlc_text_state_stats_rows(s->text, (int) set) : -1;
+    const vlc_stats_set * ss = s ? vlc_stats_get(vlc_text_state_stats(s->text), (int) set) : NULL;
+    return ss ? ss->rows : -1;
 }
 
-// Checks that the set is a known one and gathered.
-static vlc_status check_attn_set(const vlc_session * s, vlc_attn_set set) {
+// The set, known and gathered.
+static vlc_status check_attn_set(const vlc_session * s, vlc_attn_set set, const vlc_stats_set ** out) {
     VLC_CHECK(s != NULL, VLC_STATUS_INVALID_ARG, "session is NULL");
-    VLC_CHECK((int) set >= 0 && (int) set < VLC_STATS_N_SETS, VLC_STATUS_INVALID_ARG,
+    VLC_CHECK((int) set >= 0 && (int) set < VLC_ATTN_N_SETS, VLC_STATUS_INVALID_ARG,
               "set = %d, expected VLC_ATTN_WINDOW, VLC_ATTN_H2O or VLC_ATTN_SNAPKV", (int) set);
-    VLC_CHECK(vlc_text_state_stats_on(s->text, (int) set), VLC_STATUS_INVALID_ARG,
+    *out = vlc_stats_get(vlc_text_state_stats(s->text), (int) set);
+    VLC_CHECK(*out != NULL, VLC_STATUS_INVALID_ARG,
               "attention statistics set %d is off (see vlc_session_set_attn_stats)", (int) set);
     return VLC_STATUS_OK;
 }
 
 vlc_status vlc_session_attn_sparsity(const vlc_session * s, vlc_attn_set set, double * out, int32_t n_layer) {
-    VLC_TRY(check_attn_set(s, set));
+    const vlc_stats_set * ss = NULL;
+    VLC_TRY(check_attn_set(s, set, &ss));
     VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
     VLC_CHECK(n_layer == s->model->hp.n_layer, VLC_STATUS_INVALID_ARG, "n_layer = %d, the model has %d layers",
               n_layer, s->model->hp.n_layer);
     for (int32_t il = 0; il < n_layer; il++) {
-        out[il] = vlc_text_state_stats_sparsity(s->text, (int) set, il);
+        out[il] = vlc_stats_sparsity(vlc_text_state_stats(s->text), (int) set, il);
     }
     return VLC_STATUS_OK;
 }
 
 vlc_status vlc_session_attn_scores(const vlc_session * s, vlc_attn_set set, int32_t layer, double * out,
                                    int32_t n_keys) {
-    VLC_TRY(check_attn_set(s, set));
+    const vlc_stats_set * ss = NULL;
+    VLC_TRY(check_attn_set(s, set, &ss));
     const int32_t L = s->model->hp.n_layer, Hkv = s->model->hp.n_head_kv, n_ctx = vlc_text_state_n_ctx(s->text);
     VLC_CHECK(layer >= 0 && layer < L, VLC_STATUS_INVALID_ARG, "layer = %d, expected 0 .. %d", layer, L - 1);
     VLC_CHECK(n_keys >= 0 && n_keys <= n_ctx, VLC_STATUS_INVALID_ARG, "n_keys = %d, expected 0 .. n_ctx = %d",
               n_keys, n_ctx);
     VLC_CHECK(out != NULL || n_keys == 0, VLC_STATUS_INVALID_ARG, "out is NULL with n_keys = %d", n_keys);
-    const double * cs = vlc_text_state_stats_colsum(s->text, (int) set, layer);  // [Hkv, ld]
-    const int32_t  ld = vlc_text_state_stats_ld(s->text, (int) set);
-    const int32_t  nc = n_keys < ld ? n_keys : ld;
+    const double * cs = vlc_stats_colsum(vlc_text_state_stats(s->text), (int) set, layer);  // [Hkv, ld]
+    const int32_t  nc = n_keys < ss->ld ? n_keys : ss->ld;
     for (int32_t g = 0; g < Hkv; g++) {
         double * o = out + (int64_t) g * n_keys;
-        memcpy(o, cs + (int64_t) g * ld, (size_t) nc * sizeof(double));
+        memcpy(o, cs + (int64_t) g * ss->ld, (size_t) nc * sizeof(double));
         for (int32_t j = nc; j < n_keys; j++) {
             o[j] = 0.0;
         }
@@ -544,118 +518,26 @@ vlc_status vlc_session_attn_scores(const vlc_session * s, vlc_attn_set set, int3
 }
 
 // ---------------------------------------------------------------------------
-// KV-cache compression: the statistics gathered during prefill -> vlc_kv_plan
-// (kvpolicy.c) -> vlc_text_state_compact (text.c)
-
-static const char * const set_names[VLC_STATS_N_SETS] = { "post-vision window", "H2O (every row)",
-                                                          "SnapKV (last rows)" };
+// KV-cache compression (compress.c) and the cache as it is
 
 vlc_status vlc_session_compress(vlc_session * s, const vlc_kv_params * p, int32_t * layer_budgets,
                                 vlc_compress_report * out) {
     const double t0 = now_ms();
     VLC_CHECK(s != NULL && p != NULL, VLC_STATUS_INVALID_ARG, "session or params is NULL");
-    vlc_text_state *    st     = s->text;
-    const vlc_hparams * hp     = &s->model->hp;
-    const int32_t       n_past = vlc_text_state_n_past(st), n_ctx = vlc_text_state_n_ctx(st);
-    const int32_t       L = hp->n_layer, Hkv = hp->n_head_kv;
-    VLC_CHECK(n_past > 0, VLC_STATUS_INVALID_ARG, "nothing to compress: the session is empty (prefill a prompt first)");
-    VLC_CHECK(!vlc_text_state_compressed(st), VLC_STATUS_INVALID_ARG,
-              "the KV cache is already compressed; reset the session and prefill again to compress it differently");
-    const int32_t needs = vlc_kv_policy_needs(p->policy);
-    VLC_CHECK(needs >= 0, VLC_STATUS_INVALID_ARG, "policy = %d, expected a vlc_kv_policy 0 .. %d", p->policy,
-              VLC_KV_N_POLICIES - 1);
-    VLC_CHECK(p->decode_room >= -1, VLC_STATUS_INVALID_ARG, "decode_room = %d, expected >= 0 or -1 (up to n_ctx)",
-              p->decode_room);
-
-    // the prompt: the statistics' rows end there (the window set is on whenever any is)
-    int32_t m = n_past;
-    int32_t r0 = 0, r1 = 0;
-    if (vlc_text_state_stats_range(st, VLC_STATS_WINDOW, &r0, &r1) && r1 < n_past) {
-        m = r1;
+    VLC_TRY(vlc_text_state_compress(s->text, p, layer_budgets, out));
+    if (out) {
+        out->seconds = (now_ms() - t0) * 1e-3;
     }
-    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
-        if (!(needs & (1 << set))) {
-            continue;
-        }
-        VLC_CHECK(vlc_text_state_stats_range(st, set, &r0, &r1), VLC_STATUS_INVALID_ARG,
-                  "this policy ranks tokens by the %s attention statistics, which were not gathered: turn them on "
-                  "before the prompt's prefill (vlc_session_set_attn_stats; in Python, Session.prefill(kv_stats=...))",
-                  set_names[set]);
-        const int32_t end = r1 < m ? r1 : m;
-        VLC_CHECK(vlc_text_state_stats_rows(st, set) == end - r0, VLC_STATUS_INVALID_ARG,
-                  "the %s statistics cover %d of the rows %d .. %d: prefill the whole prompt before compressing",
-                  set_names[set], vlc_text_state_stats_rows(st, set), r0, end - 1);
-    }
-
-    const size_t nk       = (size_t) L * (size_t) Hkv * (size_t) m;
-    double *     sparsity = NULL;
-    double *     scores   = NULL;
-    uint8_t *    keep     = malloc(nk);
-    int32_t *    budgets  = malloc((size_t) L * sizeof(int32_t));
-    vlc_status   rc       = keep && budgets ? VLC_STATUS_OK
-                                            : VLC_ERR(VLC_STATUS_OOM, "cannot allocate the plan (%zu entries)", nk);
-    if (rc == VLC_STATUS_OK && (needs & (1 << VLC_STATS_WINDOW))) {
-        sparsity = malloc((size_t) L * sizeof(double));
-        rc = sparsity ? VLC_STATUS_OK : VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d sparsities", L);
-        for (int32_t il = 0; rc == VLC_STATUS_OK && il < L; il++) {
-            sparsity[il] = vlc_text_state_stats_sparsity(st, VLC_STATS_WINDOW, il);
-        }
-    }
-    // scores [L, Hkv, m]: H2O sums if the policy reads them, else SnapKV's, else the window's
-    const int set = (needs & (1 << VLC_STATS_ALL)) ? VLC_STATS_ALL : (needs & (1 << VLC_STATS_LAST)) ? VLC_STATS_LAST
-                                                                                                     : VLC_STATS_WINDOW;
-    if (rc == VLC_STATUS_OK && needs) {
-        scores = malloc(nk * sizeof(double));
-        rc = scores ? VLC_STATUS_OK : VLC_ERR(VLC_STATUS_OOM, "cannot allocate %zu scores", nk);
-        const int32_t ld = vlc_text_state_stats_ld(st, set);
-        for (int32_t il = 0; rc == VLC_STATUS_OK && il < L; il++) {
-            const double * cs = vlc_text_state_stats_colsum(st, set, il);  // [Hkv, ld], ld >= m
-            for (int32_t g = 0; g < Hkv; g++) {
-                memcpy(scores + ((size_t) il * Hkv + g) * m, cs + (size_t) g * ld, (size_t) m * sizeof(double));
-            }
-        }
-    }
-    if (rc == VLC_STATUS_OK) {
-        rc = vlc_kv_plan(p, L, Hkv, m, sparsity, scores, keep, budgets);
-    }
-    const uint64_t before = vlc_text_state_kv_bytes(st);
-    if (rc == VLC_STATUS_OK) {
-        const int32_t left = n_ctx - n_past;
-        const int32_t room = p->decode_room < 0 || p->decode_room > left ? left : p->decode_room;
-        rc = vlc_text_state_compact(st, keep, m, room);
-    }
-    if (rc == VLC_STATUS_OK) {
-        int64_t total = 0;
-        for (size_t i = 0; i < nk; i++) {
-            total += keep[i];
-        }
-        if (layer_budgets) {
-            memcpy(layer_budgets, budgets, (size_t) L * sizeof(int32_t));
-        }
-        if (out) {
-            *out = (vlc_compress_report) {
-                .n_prompt        = m,
-                .total           = total,
-                .kv_bytes_before = before,
-                .kv_bytes_after  = vlc_text_state_kv_bytes(st),
-                .seconds         = (now_ms() - t0) * 1e-3,
-            };
-        }
-    }
-    free(keep);
-    free(budgets);
-    free(sparsity);
-    free(scores);
-    return rc;
+    return VLC_STATUS_OK;
 }
 
-int32_t vlc_session_is_compressed(const vlc_session * s) { return s && vlc_text_state_compressed(s->text); }
+int32_t vlc_session_is_compressed(const vlc_session * s) { return s && vlc_text_state_kv(s->text)->compressed; }
 
 int32_t vlc_session_kv_len(const vlc_session * s, int32_t layer, int32_t head) {
     if (!s || layer < 0 || layer >= s->model->hp.n_layer || head < 0 || head >= s->model->hp.n_head_kv) {
         return -1;
     }
-    return vlc_text_state_kv_len(s->text, layer, head);
+    return vlc_kv_at(vlc_text_state_kv(s->text), layer, head)->n;
 }
 
 vlc_status vlc_session_kv_positions(const vlc_session * s, int32_t layer, int32_t head, int32_t * out, int32_t cap,
@@ -669,7 +551,7 @@ vlc_status vlc_session_kv_positions(const vlc_session * s, int32_t layer, int32_
         return VLC_STATUS_BUFFER_TOO_SMALL;
     }
     VLC_CHECK(out != NULL || n == 0, VLC_STATUS_INVALID_ARG, "out is NULL");
-    memcpy(out, vlc_text_state_kv_pos(s->text, layer, head), (size_t) n * sizeof(int32_t));
+    memcpy(out, vlc_kv_at(vlc_text_state_kv(s->text), layer, head)->pos, (size_t) n * sizeof(int32_t));
     return VLC_STATUS_OK;
 }
 

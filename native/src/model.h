@@ -74,18 +74,17 @@ uint64_t   vlc_text_state_kv_bytes(const vlc_text_state * st);
 // capacities, position, logits, statistics, the compressed flag).
 vlc_status vlc_text_state_clone(const vlc_text_state * src, vlc_text_state ** out);
 
-// ---------------------------------------------------------------------------
-// text.c: the KV cache seen per layer and KV head (entries in position order).
-int32_t         vlc_text_state_kv_len(const vlc_text_state * st, int32_t il, int32_t g);
-const int32_t * vlc_text_state_kv_pos(const vlc_text_state * st, int32_t il, int32_t g); // [len]
-int             vlc_text_state_compressed(const vlc_text_state * st);
-// Compaction (VL-Cache step E): keep [L, Hkv, m] says which prompt positions [0, m) each
-// layer and KV head keeps; entries at positions >= m are all kept. Every head's kept
-// entries are gathered, in position order, into new buffers of (kept + room) entries
-// and the old buffers are freed; the statistics are freed; the state is marked
-// compressed (reset clears the mark). All new buffers are allocated before anything is
-// freed, so on VLC_STATUS_OOM the state is unchanged. Requires m <= n_past.
+// The state's KV cache (kvcache.h) and attention statistics (stats.h), to read.
+const struct vlc_kvcache * vlc_text_state_kv(const vlc_text_state * st);
+const struct vlc_stats *   vlc_text_state_stats(const vlc_text_state * st);
+// Compaction (VL-Cache step E): vlc_kv_compact on the state's cache (keep [L, Hkv, m], all
+// entries at positions >= m kept, room free entries per head), then the statistics are
+// freed. On VLC_STATUS_OOM the state is unchanged. Requires 1 <= m <= n_past.
 vlc_status vlc_text_state_compact(vlc_text_state * st, const uint8_t * keep, int32_t m, int32_t room);
+// compress.c: statistics -> plan (vlc_kv_plan) -> compaction, as vlc_session_compress
+// documents (report->seconds is the caller's to fill).
+vlc_status vlc_text_state_compress(vlc_text_state * st, const vlc_kv_params * p, int32_t * layer_budgets,
+                                   vlc_compress_report * out);
 
 // Runs n positions starting at n_past, appending them to the KV cache. Exactly one of
 // tokens ([n] ids, already range-checked by the caller) or embd ([n, C] f32 input
@@ -108,48 +107,9 @@ vlc_status vlc_text_forward_batch(vlc_text_state * const * sts, const int32_t * 
 // changes no state's contents): what a caller running several batches checks first.
 vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * tokens, int32_t n);
 
-// ---------------------------------------------------------------------------
-// text.c: attention statistics gathered during prefill (VLCACHE.md §1.3-1.6, §3), off by
-// default. Up to three sets of query rows, each with, per layer: the per-key sums of the
-// attention weights over its rows (per KV head, summed over the group's query heads;
-// accumulated in double from the f32 weights the attention uses) and, per query head,
-// the count of causal weights >= p * (row max) with the number of causal entries.
-enum {
-    VLC_STATS_WINDOW = 0,  // rows [w0, w1): the post-vision window (VL-Cache)
-    VLC_STATS_ALL    = 1,  // rows [0, w1): every prompt row (H2O)
-    VLC_STATS_LAST   = 2,  // rows [w1 - last_w, w1): the observation window (SnapKV)
-    VLC_STATS_N_SETS = 3,
-};
-
-typedef struct vlc_stats_params {
-    int32_t w0;        // first window row (absolute position), >= n_past when set
-    int32_t w1;        // end of the rows (exclusive, <= n_ctx); <= 0: open, until n_ctx
-    float   p;         // relative threshold in [0, 1] (VL-Cache: 0.01)
-    int     all_rows;  // also gather VLC_STATS_ALL (needs n_past == 0 and w1 > 0)
-    int32_t last_w;    // > 0: also gather VLC_STATS_LAST (needs w1 > 0, last_w <= w1)
-} vlc_stats_params;
-
-// Enables the statistics for the rows still to be run (sp != NULL), allocating their
-// buffers here (the forward pass allocates nothing) and zeroing them; sp == NULL turns
-// them off and frees them (so do reset and free). Rows are gathered as the forward
-// passes reach them, across any number of calls and chunks; rows outside every set
-// (e.g. decode steps after w1) cost nothing. Results do not depend on n_threads or
-// n_batch. Requires an uncompressed cache (every KV head holds n_past entries), so
-// entry index == position. Errors: VLC_STATUS_INVALID_ARG (ranges, p), VLC_STATUS_OOM.
-vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_stats_params * sp);
-int        vlc_text_state_stats_on(const vlc_text_state * st, int set);
-// Rows [r0, r1) a set covers (r1 = n_ctx for an open window); 0 when the set is off.
-int        vlc_text_state_stats_range(const vlc_text_state * st, int set, int32_t * r0, int32_t * r1);
-// Rows of set gathered so far (0 when the set is off).
-int32_t    vlc_text_state_stats_rows(const vlc_text_state * st, int set);
-// Per-key sums of layer il: [Hkv, ld] with ld = vlc_text_state_stats_ld (entries at
-// index >= the rows' causal reach stay 0). NULL when the set is off or il is out of range.
-const double * vlc_text_state_stats_colsum(const vlc_text_state * st, int set, int32_t il);
-int32_t        vlc_text_state_stats_ld(const vlc_text_state * st, int set);
-// Per query head counts of layer il, [H]; NULL when off.
-const int64_t * vlc_text_state_stats_count(const vlc_text_state * st, int set, int32_t il);
-// Causal entries seen by one query head of layer il over the set's rows: sum over rows i of (i + 1).
-int64_t    vlc_text_state_stats_total(const vlc_text_state * st, int set, int32_t il);
-// Layer sparsity, VLCACHE.md Eq. 2: mean over query heads h of 1 - count_h / total
-// (double, heads in order); NAN when no row was gathered.
-double     vlc_text_state_stats_sparsity(const vlc_text_state * st, int set, int32_t il);
+// Attention statistics (stats.h) for the rows still to be run (p != NULL, checked by
+// vlc_stats_check, buffers allocated here: the forward pass allocates nothing); p == NULL
+// turns them off and frees them (so do reset, compaction and free). Results do not depend
+// on n_threads or n_batch. Errors: VLC_STATUS_INVALID_ARG (ranges, p, a compressed
+// cache), VLC_STATUS_OOM.
+vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_attn_stats_params * p);

@@ -1,26 +1,26 @@
 // text.c: the Llama decoder's session state and forward pass on the CPU.
 //
-// Is: the KV cache (one buffer per layer and KV head, with its own length and the
-// original position of every entry, so that a later compression can shrink each head
-// independently), one scratch slab sized at create from n_batch, the thread pool, and
-// vlc_text_forward: embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo +
+// Is: the session's state (its KV cache, kvcache.h; its attention statistics, stats.h;
+// one scratch slab sized at create from n_batch; the thread pool) and vlc_text_forward: embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo +
 // residual, RMSNorm, SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked
 // for. Prefill runs in chunks of n_batch tokens; decode is the same path with n = 1.
-// Also: KV compaction (VL-Cache: keep the entries a policy chose, per layer and KV head)
-// and the attention statistics of chosen query rows (model.h, sections below).
+// Also: batched decoding (one step for many states of one model).
 // Is not: the kernels themselves (ops_cpu.c), argument checks of the public API (api.c),
-// the policies (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from
-// create on; a compacted head grows (1.5x, up to what the context can still take) when
-// a forward pass needs more room, before anything runs.
+// the KV store (kvcache.c), the statistics' bookkeeping (stats.c), the policies
+// (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from create on; a
+// compacted head grows (1.5x, up to what the context can still take) when a forward
+// pass needs more room, before anything runs.
 // Letters: T = tokens of a chunk (<= B = n_batch), C = n_embd, H = n_head,
 // Hkv = n_head_kv, G = H / Hkv, D = head_dim, F = n_ff, V = n_vocab, L = n_layer.
 #include "model.h"
 
 #include "error.h"
+#include "kvcache.h"
 #include "ops_cpu.h"
 #include "ops_qsimd.h"
 #include "ops_simd.h"
 #include "quant.h"
+#include "stats.h"
 #include "threads.h"
 
 #include <inttypes.h>
@@ -32,38 +32,14 @@ enum { VLC_MAX_CTX = 1 << 20 };
 // ---------------------------------------------------------------------------
 // state
 
-// One KV head of one layer. Entries are kept in position order; entry i holds the key
-// (already rotated by RoPE at pos[i]) and value of the token at original position pos[i].
-typedef struct vlc_kv_head {
-    void *    k;    // [cap, D] of type_kv
-    void *    v;    // [cap, D] of type_kv
-    int32_t * pos;  // [cap] original position of each entry
-    int32_t   n;    // entries in use
-    int32_t   cap;
-} vlc_kv_head;
-
-// One set of query rows whose attention statistics are gathered (model.h).
-typedef struct vlc_stats_set {
-    int       on;
-    int32_t   r0, r1;   // rows [r0, r1), absolute positions
-    int32_t   rows;     // rows gathered so far
-    int32_t   ld;       // entries per KV head in colsum (no row in the set sees more)
-    double *  colsum;   // [L, Hkv, ld] per-key weight sums
-    int64_t * count;    // [L, H] weights >= p * row max
-    int64_t * total;    // [L] causal entries per query head
-} vlc_stats_set;
-
 struct vlc_text_state {
     const vlc_model * m;
     int32_t           n_ctx;
     int32_t           n_batch;     // B
     int32_t           n_threads;
-    uint32_t          type_kv;     // VLC_TYPE_F16 or VLC_TYPE_F32
     int32_t           n_past;      // tokens run so far = position of the next token
-
-    vlc_kv_head *     kv;          // [L, Hkv]
-    uint64_t          kv_bytes;    // bytes allocated for K, V and positions
-    int               compressed;  // set by vlc_text_state_compact, cleared by reset
+    vlc_kvcache       kv;          // [L, Hkv] heads, their lengths, positions and type
+    vlc_stats         stats;       // off unless vlc_text_state_set_stats turned it on
 
     vlc_pool *        pool;
 
@@ -88,116 +64,15 @@ struct vlc_text_state {
     void *            xlaid;       // [VLC_QMM_TASK_MIN_TOK, laid bytes] the Q8A rows of a decode
                                    // step laid out once for the row kernels (vlc_qact_lay)
     int               has_logits;
-
-    // attention statistics (all NULL / off unless vlc_text_state_set_stats enabled them)
-    int               stats_on;
-    vlc_stats_params  stats_prm;   // as given to vlc_text_state_set_stats (for clone)
-    float             stats_p;
-    vlc_stats_set     stats[VLC_STATS_N_SETS];
-    float *           stats_ml;    // [B, H, 2] final softmax (max, sum) of each chunk row and head
-    int64_t *         stats_cnt;   // [Hkv * stats_nblk, G] per-task partial counts
-    int32_t           stats_nblk;  // most key blocks of one KV head
 };
-
-static void stats_free(vlc_text_state * st);
 
 static size_t round16(size_t n) {
     return (n + 15) & ~(size_t) 15;  // keep every sub-buffer 64-byte aligned
 }
 
-static void kv_free(vlc_text_state * st) {
-    if (!st->kv) {
-        return;
-    }
-    const int64_t n = (int64_t) st->m->hp.n_layer * st->m->hp.n_head_kv;
-    for (int64_t i = 0; i < n; i++) {
-        free(st->kv[i].k);
-        free(st->kv[i].v);
-        free(st->kv[i].pos);
-    }
-    free(st->kv);
-    st->kv       = NULL;
-    st->kv_bytes = 0;
-}
-
-// Bytes one KV head holds per entry: key, value and position.
-static size_t kv_entry_bytes(const vlc_text_state * st) {
-    return 2 * (size_t) st->m->hp.head_dim * vlc_type_size(st->type_kv) + sizeof(int32_t);
-}
-
-// New buffers of cap entries for *h (old ones untouched); 0 when an allocation failed.
-static int kv_head_alloc(const vlc_text_state * st, vlc_kv_head * h, int32_t cap) {
-    const size_t kv_sz = (size_t) cap * (size_t) st->m->hp.head_dim * vlc_type_size(st->type_kv);
-    h->k   = malloc(kv_sz ? kv_sz : 1);
-    h->v   = malloc(kv_sz ? kv_sz : 1);
-    h->pos = malloc(cap ? (size_t) cap * sizeof(int32_t) : 1);
-    h->n   = 0;
-    h->cap = cap;
-    if (!h->k || !h->v || !h->pos) {
-        free(h->k);
-        free(h->v);
-        free(h->pos);
-        memset(h, 0, sizeof(*h));
-        return 0;
-    }
-    return 1;
-}
-
-static vlc_status kv_alloc(vlc_text_state * st) {
-    const vlc_hparams * hp    = &st->m->hp;
-    const int64_t       n     = (int64_t) hp->n_layer * hp->n_head_kv;
-    const uint64_t      total = (uint64_t) n * (uint64_t) st->n_ctx * kv_entry_bytes(st);
-
-    st->kv = calloc((size_t) n, sizeof(vlc_kv_head));
-    VLC_CHECK(st->kv != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " KV head records", n);
-    for (int64_t i = 0; i < n; i++) {
-        if (!kv_head_alloc(st, &st->kv[i], st->n_ctx)) {
-            kv_free(st);
-            return VLC_ERR(VLC_STATUS_OOM,
-                           "cannot allocate the KV cache: %llu bytes (%d layers x %d KV heads x %d positions x %d dims, %s)",
-                           (unsigned long long) total, hp->n_layer, hp->n_head_kv, st->n_ctx, hp->head_dim,
-                           st->type_kv == VLC_TYPE_F16 ? "f16" : "f32");
-        }
-    }
-    st->kv_bytes = total;
-    return VLC_STATUS_OK;
-}
-
-// Makes room for n more entries in every KV head (only a compacted head can lack it):
-// a short head grows to max(n_needed, 1.5 x cap), at most what the context can still
-// take. On VLC_STATUS_OOM the heads already grown keep their (valid, larger) buffers.
+// Room for n more entries in every KV head, within what the context can still take.
 static vlc_status kv_reserve(vlc_text_state * st, int32_t n) {
-    const vlc_hparams * hp   = &st->m->hp;
-    const int64_t       nh   = (int64_t) hp->n_layer * hp->n_head_kv;
-    const size_t        row  = (size_t) hp->head_dim * vlc_type_size(st->type_kv);
-    const int64_t       room = (int64_t) st->n_ctx - st->n_past;  // positions the context can still take
-    for (int64_t i = 0; i < nh; i++) {
-        vlc_kv_head * h    = &st->kv[i];
-        const int64_t need = (int64_t) h->n + n;
-        if (need <= h->cap) {
-            continue;
-        }
-        int64_t cap = (int64_t) h->cap + h->cap / 2;
-        cap         = cap < need ? need : cap;
-        cap         = cap > h->n + room ? h->n + room : cap;
-        void *    k   = realloc(h->k, (size_t) cap * row);
-        if (k) {
-            h->k = k;
-        }
-        void *    v   = k ? realloc(h->v, (size_t) cap * row) : NULL;
-        if (v) {
-            h->v = v;
-        }
-        int32_t * pos = v ? realloc(h->pos, (size_t) cap * sizeof(int32_t)) : NULL;
-        if (!pos) {
-            return VLC_ERR(VLC_STATUS_OOM, "cannot grow KV head %" PRId64 " of layer %" PRId64 " to %" PRId64 " entries",
-                           i % hp->n_head_kv, i / hp->n_head_kv, cap);
-        }
-        h->pos = pos;
-        st->kv_bytes += (uint64_t) (cap - h->cap) * kv_entry_bytes(st);
-        h->cap = (int32_t) cap;
-    }
-    return VLC_STATUS_OK;
+    return vlc_kv_reserve(&st->kv, n, st->n_ctx - st->n_past);
 }
 
 static vlc_status norms_init(vlc_text_state * st) {
@@ -314,7 +189,6 @@ vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params *
         prm = *p;
     }
     const vlc_hparams * hp = &m->hp;
-
     int32_t n_ctx = prm.n_ctx == 0 ? hp->n_ctx_train : prm.n_ctx;
     VLC_CHECK(n_ctx > 0 && n_ctx <= VLC_MAX_CTX, VLC_STATUS_INVALID_ARG,
               "n_ctx = %d%s, expected 1 .. %d", n_ctx, prm.n_ctx == 0 ? " (the model's training context)" : "",
@@ -335,9 +209,8 @@ vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params *
     st->n_ctx     = n_ctx;
     st->n_batch   = n_batch;
     st->n_threads = n_threads;
-    st->type_kv   = (uint32_t) prm.type_kv;
 
-    vlc_status s = kv_alloc(st);
+    vlc_status s = vlc_kv_init(&st->kv, hp->n_layer, hp->n_head_kv, hp->head_dim, (uint32_t) prm.type_kv, n_ctx);
     if (s == VLC_STATUS_OK) {
         s = norms_init(st);
     }
@@ -363,8 +236,8 @@ void vlc_text_state_free(vlc_text_state * st) {
         return;
     }
     vlc_pool_free(st->pool);
-    stats_free(st);
-    kv_free(st);
+    vlc_stats_free(&st->stats);
+    vlc_kv_free(&st->kv);
     free(st->norm);
     free(st->norm_f32);
     free(st->slab);
@@ -379,19 +252,17 @@ void vlc_text_state_reset(vlc_text_state * st) {
     if (!st) {
         return;
     }
-    const int64_t n = (int64_t) st->m->hp.n_layer * st->m->hp.n_head_kv;
-    for (int64_t i = 0; i < n; i++) {
-        st->kv[i].n = 0;
-    }
+    vlc_kv_clear(&st->kv);
+    vlc_stats_free(&st->stats);
     st->n_past     = 0;
     st->has_logits = 0;
-    st->compressed = 0;  // compacted heads keep their buffers and grow again as needed
-    stats_free(st);
 }
 
 int32_t vlc_text_state_n_past(const vlc_text_state * st) { return st ? st->n_past : 0; }
 int32_t vlc_text_state_n_ctx(const vlc_text_state * st) { return st ? st->n_ctx : 0; }
-uint64_t vlc_text_state_kv_bytes(const vlc_text_state * st) { return st ? st->kv_bytes : 0; }
+uint64_t vlc_text_state_kv_bytes(const vlc_text_state * st) { return st ? st->kv.bytes : 0; }
+const vlc_kvcache * vlc_text_state_kv(const vlc_text_state * st) { return &st->kv; }
+const vlc_stats * vlc_text_state_stats(const vlc_text_state * st) { return &st->stats; }
 
 const float * vlc_text_state_logits(const vlc_text_state * st) {
     return st && st->has_logits ? st->logits : NULL;
@@ -411,11 +282,9 @@ typedef struct fwd_ctx {
     float *          dst;     // rmsnorm output rows [*, C]
     const float *    w;       // rmsnorm weight [C]
     int32_t          T;       // tokens in the chunk
-    int32_t          ml_lo;   // chunk rows [ml_lo, ml_hi) keep their softmax (max, sum) in stats_ml
+    int32_t          ml_lo;   // chunk rows [ml_lo, ml_hi) keep their softmax (max, sum) in stats.ml
     int32_t          ml_hi;
     int32_t          arows;   // rows per attention task (a block of consecutive chunk rows)
-    int              set;     // statistics set of the current stats_task run
-    int32_t          sa, sb;  // its chunk rows [sa, sb)
 } fwd_ctx;
 
 static void embed_task(void * ctx, int64_t i, int ith) {
@@ -453,15 +322,10 @@ static void rope_task(void * ctx, int64_t i, int ith) {
 static void kv_store_task(void * ctx, int64_t g, int ith) {
     const fwd_ctx *        c  = ctx;
     const vlc_text_state * st = c->st;
-    const vlc_hparams *    hp = &st->m->hp;
-    const int64_t          D = hp->head_dim, KD = (int64_t) hp->n_head_kv * D;
-    const size_t           es = vlc_type_size(st->type_kv);
-    vlc_kv_head *          h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
+    const int64_t          KD = (int64_t) st->kv.n_head_kv * st->kv.head_dim, o = g * st->kv.head_dim;
+    vlc_kv_head *          h  = vlc_kv_at(&st->kv, c->il, (int32_t) g);
     for (int32_t i = 0; i < c->T; i++) {
-        const int64_t e = h->n + i;
-        vlc_cpu_from_f32((char *) h->k + (size_t) (e * D) * es, st->k + i * KD + g * D, st->type_kv, D);
-        vlc_cpu_from_f32((char *) h->v + (size_t) (e * D) * es, st->v + i * KD + g * D, st->type_kv, D);
-        h->pos[e] = c->p0 + i;
+        vlc_kv_put(&st->kv, h, h->n + i, st->k + i * KD + o, st->v + i * KD + o, c->p0 + i);
     }
 }
 
@@ -479,82 +343,15 @@ static void attn_task(void * ctx, int64_t task, int ith) {
     const int64_t          i0 = b * c->arows, i1 = i0 + c->arows < c->T ? i0 + c->arows : c->T;
     const int32_t          G  = hp->n_head / hp->n_head_kv;
     const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
-    const vlc_kv_head *    h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
+    const vlc_kv_head *    h  = vlc_kv_at(&st->kv, c->il, (int32_t) g);
     const float            scale = 1.0f / sqrtf((float) hp->head_dim);
     float *                ml = NULL;  // [T, H, 2]: kept for every row when a statistics set is on
-    if (st->stats_ml && c->ml_lo < c->ml_hi) {
-        ml = st->stats_ml + (i0 * hp->n_head + g * G) * 2;
+    if (c->ml_lo < c->ml_hi) {
+        ml = st->stats.ml + (i0 * hp->n_head + g * G) * 2;
     }
     vlc_cpu_attn_rows(st->att + i0 * HD + g * G * D, HD, ml, (int64_t) hp->n_head * 2, st->q + i0 * HD + g * G * D, HD,
-                      (int32_t) (i1 - i0), h->n + i0 + 1, 1, G, h->k, h->v, st->type_kv, hp->head_dim, scale,
+                      (int32_t) (i1 - i0), h->n + i0 + 1, 1, G, h->k, h->v, st->kv.type, hp->head_dim, scale,
                       st->work + (size_t) ith * st->work_stride);
-}
-
-// Entries per statistics task: one task owns a block of one KV head's entries and visits
-// the set's chunk rows in order, so every per-key sum is built in one fixed order.
-enum { VLC_STATS_KBLK = 4 * VLC_ATTN_TILE };
-
-// Task = (KV head g, key block b): the statistics of chunk rows [sa, sb) of set c->set
-// against entries [b * KBLK, (b + 1) * KBLK) of KV head g of layer c->il.
-static void stats_task(void * ctx, int64_t task, int ith) {
-    const fwd_ctx *        c  = ctx;
-    const vlc_text_state * st = c->st;
-    const vlc_hparams *    hp = &st->m->hp;
-    const vlc_stats_set *  ss = &st->stats[c->set];
-    const int64_t          g = task / st->stats_nblk, b = task % st->stats_nblk;
-    const int32_t          G  = hp->n_head / hp->n_head_kv;
-    const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
-    const vlc_kv_head *    h  = &st->kv[(int64_t) c->il * hp->n_head_kv + g];
-    const int64_t          j0 = b * VLC_STATS_KBLK;
-    const int64_t          j1 = j0 + VLC_STATS_KBLK < ss->ld ? j0 + VLC_STATS_KBLK : ss->ld;
-    const int64_t          n0 = h->n + c->sa + 1;  // entries visible to the first row
-    int64_t *              cnt = st->stats_cnt + task * G;
-    memset(cnt, 0, (size_t) G * sizeof(int64_t));
-    if (j0 >= n0 + (c->sb - c->sa) - 1) {
-        return;  // no row of the chunk reaches this block
-    }
-    double * cs = ss->colsum + ((int64_t) c->il * hp->n_head_kv + g) * ss->ld + j0;
-    vlc_cpu_attn_stats(cs, cnt, st->q + c->sa * HD + g * G * D, HD, c->sb - c->sa, n0,
-                       st->stats_ml + (c->sa * hp->n_head + g * G) * 2, (int64_t) hp->n_head * 2, G, h->k,
-                       st->type_kv, j0, j1, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim), st->stats_p,
-                       st->work + (size_t) ith * st->work_stride);
-}
-
-// After the attention of layer c->il (before the chunk's entries are counted in the KV
-// lengths): every set with rows in this chunk gathers them.
-static void stats_run(vlc_text_state * st, fwd_ctx * c) {
-    const vlc_hparams * hp = &st->m->hp;
-    const int32_t       G  = hp->n_head / hp->n_head_kv;
-    const int64_t       nb = st->kv[(int64_t) c->il * hp->n_head_kv].n;  // entries before the chunk
-    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
-        vlc_stats_set * ss = &st->stats[set];
-        if (!ss->on) {
-            continue;
-        }
-        const int32_t sa = ss->r0 > c->p0 ? ss->r0 - c->p0 : 0;
-        const int32_t sb = ss->r1 - c->p0 < c->T ? ss->r1 - c->p0 : c->T;
-        if (sa >= sb) {
-            continue;
-        }
-        c->set = set;
-        c->sa  = sa;
-        c->sb  = sb;
-        vlc_pool_run(st->pool, stats_task, c, (int64_t) hp->n_head_kv * st->stats_nblk);
-        // integer partial counts: any order gives the same sum
-        int64_t * cnt = ss->count + (int64_t) c->il * hp->n_head;
-        for (int64_t t = 0; t < (int64_t) hp->n_head_kv * st->stats_nblk; t++) {
-            const int64_t g = t / st->stats_nblk;
-            for (int32_t gg = 0; gg < G; gg++) {
-                cnt[g * G + gg] += st->stats_cnt[t * G + gg];
-            }
-        }
-        for (int32_t r = sa; r < sb; r++) {
-            ss->total[c->il] += nb + r + 1;
-        }
-        if (c->il == 0) {
-            ss->rows += sb - sa;
-        }
-    }
 }
 
 static void swiglu_task(void * ctx, int64_t i, int ith) {
@@ -730,17 +527,7 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
     fwd_ctx             c  = { .st = st, .p0 = st->n_past, .tokens = tokens, .embd = embd, .T = T };
 
     // chunk rows some statistics set covers (their softmax max and sum are kept)
-    c.ml_lo = T;
-    c.ml_hi = 0;
-    for (int set = 0; st->stats_on && set < VLC_STATS_N_SETS; set++) {
-        const vlc_stats_set * ss = &st->stats[set];
-        const int32_t         sa = ss->r0 > c.p0 ? ss->r0 - c.p0 : 0;
-        const int32_t         sb = ss->r1 - c.p0 < T ? ss->r1 - c.p0 : T;
-        if (ss->on && sa < sb) {
-            c.ml_lo = sa < c.ml_lo ? sa : c.ml_lo;
-            c.ml_hi = sb > c.ml_hi ? sb : c.ml_hi;
-        }
-    }
+    vlc_stats_chunk_rows(&st->stats, c.p0, T, &c.ml_lo, &c.ml_hi);
 
     // attention tasks: blocks of one kernel pass of rows, halved while there would be fewer
     // than 4 tasks per thread (any block size gives the same bits)
@@ -764,11 +551,9 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
         // attention (and the statistics of the rows some set asks for)
         vlc_pool_run(st->pool, attn_task, &c, ((T + c.arows - 1) / c.arows) * hp->n_head_kv);
         if (c.ml_lo < c.ml_hi) {
-            stats_run(st, &c);
+            vlc_stats_gather(&st->stats, &st->kv, il, c.p0, T, st->q, st->pool, st->work, st->work_stride);
         }
-        for (int32_t g = 0; g < hp->n_head_kv; g++) {
-            st->kv[(int64_t) il * hp->n_head_kv + g].n += T;
-        }
+        vlc_kv_advance(&st->kv, il, T);
 
         layer_ffn(st, &c, L, il);
     }
@@ -853,13 +638,10 @@ static void attn_batch_task(void * ctx, int64_t task, int ith) {
     const vlc_text_state *   si = b->sts[i];
     const int32_t            G  = hp->n_head / hp->n_head_kv;
     const int64_t            D = hp->head_dim, HD = (int64_t) hp->n_head * D, KD = (int64_t) hp->n_head_kv * D;
-    const size_t             es = vlc_type_size(si->type_kv);
-    vlc_kv_head *            h  = &si->kv[(int64_t) b->il * hp->n_head_kv + g];
-    vlc_cpu_from_f32((char *) h->k + (size_t) (h->n * D) * es, st->k + i * KD + g * D, si->type_kv, D);
-    vlc_cpu_from_f32((char *) h->v + (size_t) (h->n * D) * es, st->v + i * KD + g * D, si->type_kv, D);
-    h->pos[h->n] = si->n_past;
+    vlc_kv_head *            h  = vlc_kv_at(&si->kv, b->il, (int32_t) g);
+    vlc_kv_put(&si->kv, h, h->n, st->k + i * KD + g * D, st->v + i * KD + g * D, si->n_past);
     vlc_cpu_attn_rows(st->att + i * HD + g * G * D, HD, NULL, 0, st->q + i * HD + g * G * D, HD, 1, h->n + 1, 1, G,
-                      h->k, h->v, si->type_kv, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
+                      h->k, h->v, si->kv.type, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
                       st->work + (size_t) ith * st->work_stride);
 }
 
@@ -877,9 +659,7 @@ static void forward_batch_chunk(vlc_text_state * st, vlc_text_state * const * st
         b.il = il;
         vlc_pool_run(st->pool, attn_batch_task, &b, (int64_t) T * hp->n_head_kv);
         for (int32_t i = 0; i < T; i++) {
-            for (int32_t g = 0; g < hp->n_head_kv; g++) {
-                sts[i]->kv[(int64_t) il * hp->n_head_kv + g].n += 1;
-            }
+            vlc_kv_advance(&sts[i]->kv, il, 1);
         }
         layer_ffn(st, &c, L, il);
     }
@@ -889,17 +669,6 @@ static void forward_batch_chunk(vlc_text_state * st, vlc_text_state * const * st
         memcpy(sts[i]->logits, y + (int64_t) i * hp->n_vocab, (size_t) hp->n_vocab * sizeof(float));
         sts[i]->has_logits = 1;
     }
-}
-
-// Whether a statistics set of st gathers the row at position pos.
-static int stats_cover(const vlc_text_state * st, int32_t pos) {
-    for (int set = 0; st->stats_on && set < VLC_STATS_N_SETS; set++) {
-        const vlc_stats_set * ss = &st->stats[set];
-        if (ss->on && pos >= ss->r0 && pos < ss->r1) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * tokens, int32_t n) {
@@ -916,7 +685,7 @@ vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * 
                   "token id %d of state %d is out of range [0, %d)", tokens[i], i, si->m->hp.n_vocab);
         VLC_CHECK(si->n_past < si->n_ctx, VLC_STATUS_CONTEXT_FULL, "state %d: all %d positions of its context are used",
                   i, si->n_ctx);
-        VLC_CHECK(!stats_cover(si, si->n_past), VLC_STATUS_INVALID_ARG,
+        VLC_CHECK(!vlc_stats_covers(&si->stats, si->n_past), VLC_STATUS_INVALID_ARG,
                   "state %d gathers attention statistics at position %d: decode it alone", i, si->n_past);
     }
     for (int32_t i = 0; i < n; i++) {  // room for one entry per head (only capacity changes)
@@ -937,266 +706,51 @@ vlc_status vlc_text_forward_batch(vlc_text_state * const * sts, const int32_t * 
 }
 
 // ---------------------------------------------------------------------------
-// attention statistics (model.h). The attention task keeps each covered row's final
-// softmax max and sum; stats_run then revisits the keys of those rows, tile by tile,
-// in tasks that each own one block of one KV head's entries (no row x key matrix, no
-// shared writes, one summation order whatever the thread count or chunking).
+// attention statistics, KV compaction and copies (model.h)
 
-static void stats_free(vlc_text_state * st) {
-    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
-        vlc_stats_set * ss = &st->stats[set];
-        free(ss->colsum);
-        free(ss->count);
-        free(ss->total);
-        memset(ss, 0, sizeof(*ss));
-    }
-    free(st->stats_ml);
-    free(st->stats_cnt);
-    st->stats_ml   = NULL;
-    st->stats_cnt  = NULL;
-    st->stats_nblk = 0;
-    st->stats_on   = 0;
-}
-
-vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_stats_params * sp) {
+vlc_status vlc_text_state_set_stats(vlc_text_state * st, const vlc_attn_stats_params * p) {
     VLC_CHECK(st != NULL, VLC_STATUS_INVALID_ARG, "state is NULL");
-    if (!sp) {
-        stats_free(st);
+    if (!p) {
+        vlc_stats_free(&st->stats);
         return VLC_STATUS_OK;
     }
+    VLC_TRY(vlc_stats_check(p, st->n_past, st->n_ctx, st->kv.compressed));
     const vlc_hparams * hp = &st->m->hp;
-    const int32_t       w1 = sp->w1 > 0 ? sp->w1 : st->n_ctx;
-    VLC_CHECK(isfinite(sp->p) && sp->p >= 0.0f && sp->p <= 1.0f, VLC_STATUS_INVALID_ARG,
-              "p = %g, expected a threshold in [0, 1]", sp->p);
-    VLC_CHECK(w1 <= st->n_ctx, VLC_STATUS_INVALID_ARG, "w1 = %d is past the context (n_ctx = %d)", sp->w1, st->n_ctx);
-    VLC_CHECK(sp->w0 >= st->n_past && sp->w0 < w1, VLC_STATUS_INVALID_ARG,
-              "w0 = %d, expected %d (rows already run: n_past) .. %d (w1 - 1)", sp->w0, st->n_past, w1 - 1);
-    VLC_CHECK(!sp->all_rows || (sp->w1 > 0 && st->n_past == 0), VLC_STATUS_INVALID_ARG,
-              "all_rows needs w1 > 0 (got %d) and no rows run yet (n_past = %d)", sp->w1, st->n_past);
-    VLC_CHECK(sp->last_w >= 0 && (sp->last_w == 0 || (sp->w1 > 0 && sp->last_w <= sp->w1 - st->n_past)),
-              VLC_STATUS_INVALID_ARG, "last_w = %d, expected 0 or 1 .. %d (w1 = %d minus n_past = %d)", sp->last_w,
-              sp->w1 > 0 ? sp->w1 - st->n_past : 0, sp->w1, st->n_past);
-    VLC_CHECK(!st->compressed, VLC_STATUS_INVALID_ARG,
-              "the KV cache is compressed: statistics need every position (reset the session first)");
-    const int64_t nh = (int64_t) hp->n_layer * hp->n_head_kv;
-
-    stats_free(st);
-    const int32_t r0[VLC_STATS_N_SETS] = { sp->w0, 0, w1 - sp->last_w };
-    const int     on[VLC_STATS_N_SETS] = { 1, sp->all_rows != 0, sp->last_w > 0 };
-    const int32_t G                    = hp->n_head / hp->n_head_kv;
-    const size_t  ml_sz  = (size_t) st->n_batch * (size_t) hp->n_head * 2 * sizeof(float);
-    st->stats_nblk       = (w1 + VLC_STATS_KBLK - 1) / VLC_STATS_KBLK;
-    const size_t  cnt_sz = (size_t) hp->n_head_kv * (size_t) st->stats_nblk * (size_t) G * sizeof(int64_t);
-    st->stats_ml         = malloc(ml_sz);
-    st->stats_cnt        = malloc(cnt_sz);
-    int ok               = st->stats_ml && st->stats_cnt;
-    size_t total         = ml_sz + cnt_sz;
-    for (int set = 0; set < VLC_STATS_N_SETS && ok; set++) {
-        if (!on[set]) {
-            continue;
-        }
-        vlc_stats_set * ss = &st->stats[set];
-        ss->on             = 1;
-        ss->r0             = r0[set];
-        ss->r1             = w1;
-        ss->ld             = w1;
-        const size_t cs_sz = (size_t) nh * (size_t) w1 * sizeof(double);
-        ss->colsum         = calloc((size_t) nh * (size_t) w1, sizeof(double));
-        ss->count          = calloc((size_t) hp->n_layer * (size_t) hp->n_head, sizeof(int64_t));
-        ss->total          = calloc((size_t) hp->n_layer, sizeof(int64_t));
-        ok                 = ss->colsum && ss->count && ss->total;
-        total += cs_sz;
-    }
-    if (!ok) {
-        stats_free(st);
-        return VLC_ERR(VLC_STATUS_OOM, "cannot allocate the attention statistics (about %zu bytes for rows %d .. %d)",
-                       total, sp->w0, w1);
-    }
-    st->stats_prm = *sp;
-    st->stats_p   = sp->p;
-    st->stats_on  = 1;
-    return VLC_STATUS_OK;
+    return vlc_stats_enable(&st->stats, p, st->n_ctx, st->n_batch, hp->n_layer, hp->n_head, hp->n_head_kv);
 }
-
-static const vlc_stats_set * stats_get(const vlc_text_state * st, int set, int32_t il) {
-    if (!st || set < 0 || set >= VLC_STATS_N_SETS || !st->stats[set].on || il < 0 || il >= st->m->hp.n_layer) {
-        return NULL;
-    }
-    return &st->stats[set];
-}
-
-int vlc_text_state_stats_on(const vlc_text_state * st, int set) {
-    return stats_get(st, set, 0) != NULL;
-}
-
-int vlc_text_state_stats_range(const vlc_text_state * st, int set, int32_t * r0, int32_t * r1) {
-    const vlc_stats_set * ss = stats_get(st, set, 0);
-    if (!ss) {
-        return 0;
-    }
-    *r0 = ss->r0;
-    *r1 = ss->r1;
-    return 1;
-}
-
-int32_t vlc_text_state_stats_rows(const vlc_text_state * st, int set) {
-    const vlc_stats_set * ss = stats_get(st, set, 0);
-    return ss ? ss->rows : 0;
-}
-
-int32_t vlc_text_state_stats_ld(const vlc_text_state * st, int set) {
-    const vlc_stats_set * ss = stats_get(st, set, 0);
-    return ss ? ss->ld : 0;
-}
-
-const double * vlc_text_state_stats_colsum(const vlc_text_state * st, int set, int32_t il) {
-    const vlc_stats_set * ss = stats_get(st, set, il);
-    return ss ? ss->colsum + (int64_t) il * st->m->hp.n_head_kv * ss->ld : NULL;
-}
-
-const int64_t * vlc_text_state_stats_count(const vlc_text_state * st, int set, int32_t il) {
-    const vlc_stats_set * ss = stats_get(st, set, il);
-    return ss ? ss->count + (int64_t) il * st->m->hp.n_head : NULL;
-}
-
-int64_t vlc_text_state_stats_total(const vlc_text_state * st, int set, int32_t il) {
-    const vlc_stats_set * ss = stats_get(st, set, il);
-    return ss ? ss->total[il] : 0;
-}
-
-double vlc_text_state_stats_sparsity(const vlc_text_state * st, int set, int32_t il) {
-    const vlc_stats_set * ss = stats_get(st, set, il);
-    if (!ss || ss->total[il] == 0) {
-        return NAN;
-    }
-    const int32_t   H   = st->m->hp.n_head;
-    const int64_t * cnt = ss->count + (int64_t) il * H;
-    double          sum = 0.0;
-    for (int32_t h = 0; h < H; h++) {
-        sum += 1.0 - (double) cnt[h] / (double) ss->total[il];
-    }
-    return sum / H;
-}
-
-// ---------------------------------------------------------------------------
-// KV compaction and copies
-
-int32_t vlc_text_state_kv_len(const vlc_text_state * st, int32_t il, int32_t g) {
-    return st->kv[(int64_t) il * st->m->hp.n_head_kv + g].n;
-}
-
-const int32_t * vlc_text_state_kv_pos(const vlc_text_state * st, int32_t il, int32_t g) {
-    return st->kv[(int64_t) il * st->m->hp.n_head_kv + g].pos;
-}
-
-int vlc_text_state_compressed(const vlc_text_state * st) { return st->compressed; }
 
 vlc_status vlc_text_state_compact(vlc_text_state * st, const uint8_t * keep, int32_t m, int32_t room) {
     VLC_CHECK(st && keep, VLC_STATUS_INVALID_ARG, "state or keep is NULL");
     VLC_CHECK(m >= 1 && m <= st->n_past, VLC_STATUS_INVALID_ARG, "m = %d, expected 1 .. n_past = %d", m, st->n_past);
     VLC_CHECK(room >= 0, VLC_STATUS_INVALID_ARG, "room = %d, expected >= 0", room);
-    const vlc_hparams * hp  = &st->m->hp;
-    const int64_t       nh  = (int64_t) hp->n_layer * hp->n_head_kv;
-    const size_t        row = (size_t) hp->head_dim * vlc_type_size(st->type_kv);
-
-    vlc_kv_head * fresh = calloc((size_t) nh, sizeof(vlc_kv_head));
-    VLC_CHECK(fresh != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " KV head records", nh);
-    uint64_t bytes = 0;
-    for (int64_t i = 0; i < nh; i++) {
-        const vlc_kv_head * h  = &st->kv[i];
-        const uint8_t *     kp = keep + i * m;  // [L, Hkv, m]: head i = il * Hkv + g
-        int32_t             n  = 0;
-        for (int32_t e = 0; e < h->n; e++) {
-            n += h->pos[e] >= m || kp[h->pos[e]];
-        }
-        if (!kv_head_alloc(st, &fresh[i], n + room)) {
-            for (int64_t j = 0; j < i; j++) {
-                free(fresh[j].k);
-                free(fresh[j].v);
-                free(fresh[j].pos);
-            }
-            free(fresh);
-            return VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d entries for KV head %" PRId64 " of layer %" PRId64,
-                           n + room, i % hp->n_head_kv, i / hp->n_head_kv);
-        }
-        bytes += (uint64_t) (n + room) * kv_entry_bytes(st);
-    }
-    for (int64_t i = 0; i < nh; i++) {
-        vlc_kv_head * h  = &st->kv[i];
-        vlc_kv_head * f  = &fresh[i];
-        const uint8_t * kp = keep + i * m;
-        for (int32_t e = 0; e < h->n; e++) {
-            if (h->pos[e] >= m || kp[h->pos[e]]) {
-                memcpy((char *) f->k + (size_t) f->n * row, (const char *) h->k + (size_t) e * row, row);
-                memcpy((char *) f->v + (size_t) f->n * row, (const char *) h->v + (size_t) e * row, row);
-                f->pos[f->n++] = h->pos[e];
-            }
-        }
-        free(h->k);
-        free(h->v);
-        free(h->pos);
-        *h = *f;
-    }
-    free(fresh);
-    st->kv_bytes   = bytes;
-    st->compressed = 1;
-    stats_free(st);
+    VLC_TRY(vlc_kv_compact(&st->kv, keep, m, room));
+    vlc_stats_free(&st->stats);
     return VLC_STATUS_OK;
 }
 
 vlc_status vlc_text_state_clone(const vlc_text_state * src, vlc_text_state ** out) {
     VLC_CHECK(src && out, VLC_STATUS_INVALID_ARG, "src or out is NULL");
     *out = NULL;
-    const vlc_session_params prm = { src->n_ctx, src->n_batch, src->n_threads, (int32_t) src->type_kv };
+    const vlc_session_params prm = { src->n_ctx, src->n_batch, src->n_threads, (int32_t) src->kv.type };
     vlc_text_state * st = NULL;
     VLC_TRY(vlc_text_state_create(src->m, &prm, &st));
-    vlc_status s = VLC_STATUS_OK;
-    if (src->stats_on) {
-        s = vlc_text_state_set_stats(st, &src->stats_prm);
+    const vlc_hparams * hp = &src->m->hp;
+    vlc_status          s  = VLC_STATUS_OK;
+    if (src->stats.on) {
+        s = vlc_stats_enable(&st->stats, &src->stats.prm, st->n_ctx, st->n_batch, hp->n_layer, hp->n_head,
+                             hp->n_head_kv);
     }
-    // KV heads with src's capacities (an uncompressed src has n_ctx everywhere, as st)
-    const vlc_hparams * hp  = &src->m->hp;
-    const int64_t       nh  = (int64_t) hp->n_layer * hp->n_head_kv;
-    const size_t        row = (size_t) hp->head_dim * vlc_type_size(src->type_kv);
-    for (int64_t i = 0; i < nh && s == VLC_STATUS_OK; i++) {
-        const vlc_kv_head * h = &src->kv[i];
-        vlc_kv_head *       d = &st->kv[i];
-        if (d->cap != h->cap) {
-            vlc_kv_head f;
-            if (!kv_head_alloc(st, &f, h->cap)) {
-                s = VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d entries for a copy of KV head %" PRId64, h->cap, i);
-                break;
-            }
-            free(d->k);
-            free(d->v);
-            free(d->pos);
-            *d = f;
-        }
-        memcpy(d->k, h->k, (size_t) h->n * row);
-        memcpy(d->v, h->v, (size_t) h->n * row);
-        memcpy(d->pos, h->pos, (size_t) h->n * sizeof(int32_t));
-        d->n = h->n;
+    if (s == VLC_STATUS_OK) {
+        s = vlc_kv_copy(&st->kv, &src->kv);
     }
     if (s != VLC_STATUS_OK) {
         vlc_text_state_free(st);
         return s;
     }
-    st->kv_bytes   = src->kv_bytes;
-    st->compressed = src->compressed;
+    vlc_stats_copy(&st->stats, &src->stats);
     st->n_past     = src->n_past;
     st->has_logits = src->has_logits;
     memcpy(st->logits, src->logits, (size_t) hp->n_vocab * sizeof(float));
-    for (int set = 0; set < VLC_STATS_N_SETS && src->stats_on; set++) {
-        const vlc_stats_set * a = &src->stats[set];
-        vlc_stats_set *       b = &st->stats[set];
-        if (!a->on) {
-            continue;
-        }
-        memcpy(b->colsum, a->colsum, (size_t) nh * (size_t) a->ld * sizeof(double));
-        memcpy(b->count, a->count, (size_t) hp->n_layer * (size_t) hp->n_head * sizeof(int64_t));
-        memcpy(b->total, a->total, (size_t) hp->n_layer * sizeof(int64_t));
-        b->rows = a->rows;
-    }
     *out = st;
     return VLC_STATUS_OK;
 }

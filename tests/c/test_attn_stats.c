@@ -12,6 +12,7 @@
 // VLC_STATS_BENCH=1 also times prefill with / without statistics (not part of ctest).
 #include "model.h"
 #include "ops_cpu.h"
+#include "stats.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -190,16 +191,23 @@ static void prefill(vlc_text_state * st, const int32_t * toks, int32_t n, const 
     }
 }
 
+// The statistics of set of a state (NULL when off) and their parts.
+static const vlc_stats_set * sset(const vlc_text_state * st, int set) {
+    return vlc_stats_get(vlc_text_state_stats(st), set);
+}
+
+static const double * colsum(const vlc_text_state * st, int set, int32_t il) {
+    return vlc_stats_colsum(vlc_text_state_stats(st), set, il);
+}
+
 static int same_stats(const vlc_text_state * a, const vlc_text_state * b, int set, int32_t L, int32_t H, int32_t Hkv) {
-    int ok = vlc_text_state_stats_rows(a, set) == vlc_text_state_stats_rows(b, set) &&
-             vlc_text_state_stats_ld(a, set) == vlc_text_state_stats_ld(b, set);
-    const size_t ld = (size_t) vlc_text_state_stats_ld(a, set);
+    const vlc_stats_set * x = sset(a, set);
+    const vlc_stats_set * y = sset(b, set);
+    int ok = x && y && x->rows == y->rows && x->ld == y->ld;
     for (int32_t il = 0; il < L && ok; il++) {
-        ok = memcmp(vlc_text_state_stats_colsum(a, set, il), vlc_text_state_stats_colsum(b, set, il),
-                    sizeof(double) * ld * (size_t) Hkv) == 0 &&
-             memcmp(vlc_text_state_stats_count(a, set, il), vlc_text_state_stats_count(b, set, il),
-                    sizeof(int64_t) * (size_t) H) == 0 &&
-             vlc_text_state_stats_total(a, set, il) == vlc_text_state_stats_total(b, set, il);
+        ok = memcmp(colsum(a, set, il), colsum(b, set, il), sizeof(double) * (size_t) x->ld * (size_t) Hkv) == 0 &&
+             memcmp(x->count + il * H, y->count + il * H, sizeof(int64_t) * (size_t) H) == 0 &&
+             x->total[il] == y->total[il];
     }
     return ok;
 }
@@ -225,7 +233,7 @@ static void test_state(void) {
     vlc_text_forward(a, toks + n, NULL, 1, d_off, 1);
 
     // statistics on, 2 threads, chunks of 37 in calls of 100 + 50 (the window straddles both)
-    const vlc_stats_params prm = { w0, w1, 0.01f, 1, w1 - w0 };
+    const vlc_attn_stats_params prm = { w0, w1, 0.01f, 1, w1 - w0 };
     vlc_text_state * b = state_new(&t.model, n_ctx, 37, 2);
     CHECK(vlc_text_state_set_stats(b, &prm) == VLC_STATUS_OK, "set_stats");
     const int32_t parts[] = { 100, 50 };
@@ -237,42 +245,41 @@ static void test_state(void) {
     CHECK(vlc_text_state_set_stats(c, &prm) == VLC_STATUS_OK, "set_stats");
     prefill(c, toks, n, all, lg_one, V);
     CHECK(memcmp(lg_off, lg_one, sizeof(float) * (size_t) n * V) == 0, "prefill logits differ with statistics on (1 thread)");
-    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
-        CHECK(vlc_text_state_stats_on(b, set), "set %d is off", set);
+    for (int set = 0; set < VLC_ATTN_N_SETS; set++) {
+        CHECK(sset(b, set) != NULL, "set %d is off", set);
         CHECK(same_stats(b, c, set, L, H, Hkv), "set %d: statistics differ between 2 threads / chunks of 37 and 1 thread / one chunk", set);
     }
     // the SnapKV set was asked for the same rows as the window: identical
     {
         int ok = 1;
         for (int32_t il = 0; il < L; il++) {
-            ok &= memcmp(vlc_text_state_stats_colsum(b, VLC_STATS_WINDOW, il), vlc_text_state_stats_colsum(b, VLC_STATS_LAST, il),
+            ok &= memcmp(colsum(b, VLC_ATTN_WINDOW, il), colsum(b, VLC_ATTN_SNAPKV, il),
                          sizeof(double) * (size_t) w1 * Hkv) == 0;
         }
         CHECK(ok, "window and last-w sets over the same rows differ");
     }
 
     // totals, row sums, sparsity in range and the H2O set covering every row
-    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
-        const int32_t r0 = set == VLC_STATS_ALL ? 0 : w0;
-        CHECK(vlc_text_state_stats_rows(b, set) == w1 - r0, "set %d: %d rows, expected %d", set,
-              vlc_text_state_stats_rows(b, set), w1 - r0);
+    for (int set = 0; set < VLC_ATTN_N_SETS; set++) {
+        const int32_t r0 = set == VLC_ATTN_H2O ? 0 : w0;
+        CHECK(sset(b, set)->rows == w1 - r0, "set %d: %d rows, expected %d", set, sset(b, set)->rows, w1 - r0);
         for (int32_t il = 0; il < L; il++) {
             int64_t tot = 0;
             for (int32_t i = r0; i < w1; i++) {
                 tot += i + 1;
             }
-            CHECK(vlc_text_state_stats_total(b, set, il) == tot, "set %d layer %d: total %lld, expected %lld", set, il,
-                  (long long) vlc_text_state_stats_total(b, set, il), (long long) tot);
-            const double * cs  = vlc_text_state_stats_colsum(b, set, il);
+            CHECK(sset(b, set)->total[il] == tot, "set %d layer %d: total %lld, expected %lld", set, il,
+                  (long long) sset(b, set)->total[il], (long long) tot);
+            const double * cs  = colsum(b, set, il);
             double         sum = 0.0;
             for (int32_t j = 0; j < w1 * Hkv; j++) {
                 sum += cs[j];
             }
             const double want = (double) H * (w1 - r0);
             CHECK(fabs(sum - want) <= 1e-5 * want, "set %d layer %d: weights sum to %.9g, expected %.9g", set, il, sum, want);
-            const double sp = vlc_text_state_stats_sparsity(b, set, il);
+            const double sp = vlc_stats_sparsity(vlc_text_state_stats(b), set, il);
             CHECK(sp > 0.0 && sp < 1.0, "set %d layer %d: sparsity %g", set, il, sp);
-            if (set == VLC_STATS_WINDOW) {
+            if (set == VLC_ATTN_WINDOW) {
                 printf("  tiny model layer %d: post-vision sparsity %.4f\n", il, sp);
             }
         }
@@ -281,33 +288,32 @@ static void test_state(void) {
     // a decode step afterwards: same logits, statistics untouched (rows past w1)
     vlc_text_forward(b, toks + n, NULL, 1, d_on, 1);
     CHECK(memcmp(d_off, d_on, sizeof(d_on)) == 0, "decode logits differ after a prefill with statistics");
-    for (int set = 0; set < VLC_STATS_N_SETS; set++) {
+    for (int set = 0; set < VLC_ATTN_N_SETS; set++) {
         CHECK(same_stats(b, c, set, L, H, Hkv), "set %d changed in a decode step", set);
     }
 
     // argument checks and lifetime
-    vlc_stats_params bad = prm;
+    vlc_attn_stats_params bad = prm;
     bad.p = 1.5f;
     vlc_text_state_reset(c);
-    CHECK(!vlc_text_state_stats_on(c, VLC_STATS_WINDOW), "reset did not free the statistics");
-    CHECK(vlc_text_state_stats_colsum(c, VLC_STATS_WINDOW, 0) == NULL, "colsum after reset");
+    CHECK(sset(c, VLC_ATTN_WINDOW) == NULL, "reset did not free the statistics");
+    CHECK(colsum(c, VLC_ATTN_WINDOW, 0) == NULL, "colsum after reset");
     CHECK(vlc_text_state_set_stats(c, &bad) == VLC_STATUS_INVALID_ARG, "p = 1.5 accepted");
     bad = prm;
-    bad.w0 = 10;
-    CHECK(vlc_text_state_set_stats(b, &bad) == VLC_STATUS_INVALID_ARG, "w0 before n_past accepted");
+    bad.window_start = 10;
+    CHECK(vlc_text_state_set_stats(b, &bad) == VLC_STATUS_INVALID_ARG, "window_start before n_past accepted");
     bad = prm;
-    bad.w1 = n_ctx + 1;
-    CHECK(vlc_text_state_set_stats(c, &bad) == VLC_STATUS_INVALID_ARG, "w1 past n_ctx accepted");
-    bad = (vlc_stats_params) { 5, 0, 0.01f, 1, 0 };
-    CHECK(vlc_text_state_set_stats(c, &bad) == VLC_STATUS_INVALID_ARG, "all_rows with an open window accepted");
+    bad.window_end = n_ctx + 1;
+    CHECK(vlc_text_state_set_stats(c, &bad) == VLC_STATUS_INVALID_ARG, "window_end past n_ctx accepted");
+    bad = (vlc_attn_stats_params) { 5, 0, 0.01f, 1, 0 };
+    CHECK(vlc_text_state_set_stats(c, &bad) == VLC_STATUS_INVALID_ARG, "h2o with an open window accepted");
     // an open window (w1 <= 0) gathers every row run from w0 on, decode included
-    bad = (vlc_stats_params) { 140, 0, 0.01f, 0, 0 };
+    bad = (vlc_attn_stats_params) { 140, 0, 0.01f, 0, 0 };
     CHECK(vlc_text_state_set_stats(c, &bad) == VLC_STATUS_OK, "open window");
     prefill(c, toks, n, all, lg_one, V);
     vlc_text_forward(c, toks + n, NULL, 1, d_on, 1);  // a decode row is gathered too
-    CHECK(vlc_text_state_stats_rows(c, VLC_STATS_WINDOW) == n + 1 - 140, "open window: %d rows",
-          vlc_text_state_stats_rows(c, VLC_STATS_WINDOW));
-    CHECK(vlc_text_state_set_stats(c, NULL) == VLC_STATUS_OK && !vlc_text_state_stats_on(c, 0), "off");
+    CHECK(sset(c, VLC_ATTN_WINDOW)->rows == n + 1 - 140, "open window: %d rows", sset(c, VLC_ATTN_WINDOW)->rows);
+    CHECK(vlc_text_state_set_stats(c, NULL) == VLC_STATUS_OK && sset(c, VLC_ATTN_WINDOW) == NULL, "off");
 
     vlc_text_state_free(a);
     vlc_text_state_free(b);
@@ -343,7 +349,7 @@ static void bench(void) {
         for (int mode = 0; mode < 3; mode++) {
             vlc_text_state_reset(st);
             if (mode > 0) {
-                vlc_stats_params sp = { n - 32, n, 0.01f, mode == 2, 0 };
+                vlc_attn_stats_params sp = { n - 32, n, 0.01f, mode == 2, 0 };
                 vlc_text_state_set_stats(st, &sp);
             }
             const double t0 = now_s();

@@ -10,6 +10,7 @@
 // - a clone decodes bit-identically to its source, compacted or not, and owns its memory;
 // - reset after compaction, then a new prompt, gives the logits of a fresh state;
 // - invalid arguments are refused and leave the state as it was.
+#include "kvcache.h"
 #include "model.h"
 #include "ops_cpu.h"
 
@@ -55,13 +56,13 @@ int main(void) {
     uint8_t * keep = malloc((size_t) L * HKV * N);
     memset(keep, 1, (size_t) L * HKV * N);
     CHECK(vlc_text_state_compact(keep_all, keep, N, ROOM) == VLC_STATUS_OK, "compact keep-all");
-    CHECK(vlc_text_state_compressed(keep_all), "compressed flag");
+    CHECK(vlc_text_state_kv(keep_all)->compressed, "compressed flag");
     CHECK(vlc_text_state_kv_bytes(keep_all) == (uint64_t) L * HKV * (N + ROOM) * entry_bytes(), "kv bytes keep-all");
     vlc_text_state * copy = NULL;
     CHECK(vlc_text_state_clone(keep_all, &copy) == VLC_STATUS_OK, "clone compacted");
     decode_steps(keep_all, toks + N, got);
     CHECK(memcmp(ref, got, sizeof(ref)) == 0, "keep-all compaction changed the decode");
-    CHECK(vlc_text_state_kv_len(keep_all, 1, 1) == N + STEPS, "entries after decode");
+    CHECK(vlc_kv_at(vlc_text_state_kv(keep_all), 1, 1)->n == N + STEPS, "entries after decode");
     decode_steps(copy, toks + N, got2);
     CHECK(memcmp(ref, got2, sizeof(ref)) == 0, "clone of a compacted state decodes differently");
 
@@ -84,8 +85,8 @@ int main(void) {
     CHECK(vlc_text_state_compact(masked, keep, N, ROOM) == VLC_STATUS_OK, "compact masked");
     for (int il = 0; il < L; il++) {
         for (int g = 0; g < HKV; g++) {
-            const int32_t   n   = vlc_text_state_kv_len(masked, il, g);
-            const int32_t * pos = vlc_text_state_kv_pos(masked, il, g);
+            const int32_t   n   = vlc_kv_at(vlc_text_state_kv(masked), il, g)->n;
+            const int32_t * pos = vlc_kv_at(vlc_text_state_kv(masked), il, g)->pos;
             CHECK(n == kept[il][g], "layer %d head %d: %d entries, %d kept", il, g, n, kept[il][g]);
             for (int e = 0, j = 0; j < N; j++) {
                 if (keep[(il * HKV + g) * N + j]) {
@@ -101,8 +102,8 @@ int main(void) {
     decode_steps(masked, toks + N, got);
     for (int il = 0; il < L; il++) {
         for (int g = 0; g < HKV; g++) {
-            const int32_t * pos = vlc_text_state_kv_pos(masked, il, g);
-            const int32_t   n   = vlc_text_state_kv_len(masked, il, g);
+            const int32_t * pos = vlc_kv_at(vlc_text_state_kv(masked), il, g)->pos;
+            const int32_t   n   = vlc_kv_at(vlc_text_state_kv(masked), il, g)->n;
             CHECK(n == kept[il][g] + STEPS, "entries after decode");
             for (int s = 0; s < STEPS; s++) {
                 CHECK(pos[kept[il][g] + s] == N + s, "decoded token %d at position %d", s, pos[kept[il][g] + s]);
@@ -123,12 +124,12 @@ int main(void) {
     CHECK(vlc_text_state_compact(masked, keep, N + STEPS + 1, ROOM) == VLC_STATUS_INVALID_ARG, "m > n_past accepted");
     CHECK(vlc_text_state_compact(masked, keep, N, -1) == VLC_STATUS_INVALID_ARG, "room < 0 accepted");
     CHECK(vlc_text_state_kv_bytes(masked) == kb, "a refused call changed the state");
-    const vlc_stats_params sp = { N + STEPS, 0, 0.01f, 0, 0 };
+    const vlc_attn_stats_params sp = { N + STEPS, 0, 0.01f, 0, 0 };
     CHECK(vlc_text_state_set_stats(masked, &sp) == VLC_STATUS_INVALID_ARG, "statistics on a compressed cache");
 
     // reset, then a new prompt: the logits of a fresh state (the buffers grow back)
     vlc_text_state_reset(masked);
-    CHECK(!vlc_text_state_compressed(masked), "reset keeps the compressed flag");
+    CHECK(!vlc_text_state_kv(masked)->compressed, "reset keeps the compressed flag");
     vlc_text_state * fresh = state_new(&t.model, N_CTX, 32, 2);
     float *          lg2   = malloc(sizeof(float) * (size_t) N * V);
     CHECK(vlc_text_forward(fresh, toks + 5, NULL, N, lg, N) == VLC_STATUS_OK, "prefill fresh");
