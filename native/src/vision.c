@@ -26,6 +26,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,13 @@ struct vlc_vision {
 
     float *          vec;          // f32 copies of every vector above
     int64_t          vec_used, vec_cap;  // floats
+
+    // what an encode runs on, kept between calls (one encode at a time: mu)
+    pthread_mutex_t  mu;
+    vlc_pool *       pool;         // pool_threads participants; NULL until a call asks for > 1
+    int32_t          pool_threads;
+    float *          slab;         // scratch of slab_cap floats, grown to the largest call
+    size_t           slab_cap;
 };
 
 // ---------------------------------------------------------------------------
@@ -401,6 +409,10 @@ vlc_status vlc_vision_load(const vlc_gguf * g, int32_t n_embd_text, vlc_vision *
     VLC_CHECK(n_embd_text >= 1, VLC_STATUS_INVALID_ARG, "n_embd_text = %d, expected >= 1", (int) n_embd_text);
     vlc_vision * v = calloc(1, sizeof(*v));
     VLC_CHECK(v != NULL, VLC_STATUS_OOM, "cannot allocate the vision tower record");
+    if (pthread_mutex_init(&v->mu, NULL) != 0) {
+        free(v);
+        return VLC_ERR(VLC_STATUS_INTERNAL, "cannot create the vision tower's lock");
+    }
     v->g = g;
     vlc_status st = read_hparams(v);
     if (st == VLC_STATUS_OK) {
@@ -418,6 +430,9 @@ void vlc_vision_free(vlc_vision * v) {
     if (!v) {
         return;
     }
+    vlc_pool_free(v->pool);
+    free(v->slab);
+    pthread_mutex_destroy(&v->mu);
     free(v->layers);
     free(v->vec);
     free(v);
@@ -608,8 +623,31 @@ static size_t max_sz(size_t a, size_t b) {
     return a > b ? a : b;
 }
 
-vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, int32_t n_tiles, int32_t n_threads,
+// The kept pool and scratch for a call on n_threads needing floats of scratch (v->mu held).
+static vlc_status ensure_ctx(vlc_vision * v, int32_t n_threads, size_t floats) {
+    if (n_threads > 1 && v->pool_threads != n_threads) {
+        vlc_pool_free(v->pool);
+        v->pool         = NULL;
+        v->pool_threads = 0;
+        VLC_TRY(vlc_pool_create(n_threads, &v->pool));
+        v->pool_threads = n_threads;
+    }
+    if (v->slab_cap < floats) {
+        free(v->slab);
+        v->slab_cap = 0;
+        v->slab     = malloc(floats * sizeof(float));
+        VLC_CHECK(v->slab != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of vision scratch", floats * sizeof(float));
+        v->slab_cap = floats;
+    }
+    return VLC_STATUS_OK;
+}
+
+static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const float * pixels, int32_t n_tiles,
+                   int32_t n_threads, float * out);
+
+vlc_status vlc_vision_encode_tiles(const vlc_vision * vc, const float * pixels, int32_t n_tiles, int32_t n_threads,
                                    float * out) {
+    vlc_vision * v = (vlc_vision *) vc;  // only the kept pool and scratch change, under v->mu
     VLC_CHECK(v != NULL, VLC_STATUS_INVALID_ARG, "vision tower is NULL");
     VLC_CHECK(pixels != NULL && out != NULL, VLC_STATUS_INVALID_ARG, "pixels or out is NULL");
     VLC_CHECK(n_tiles >= 1 && n_tiles <= VIS_MAX_TILES, VLC_STATUS_INVALID_ARG, "n_tiles = %d, expected 1 .. %d",
@@ -638,9 +676,28 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     const size_t  xqb     = max_sz(vlc_act_row_bytes(VLC_TYPE_Q8_0, xqn), vlc_act_row_bytes(VLC_TYPE_Q4_K, xqn));
     const size_t xqf      = round16((max_rows * xqb + sizeof(float) - 1) / sizeof(float));
     const size_t total    = 8 * rc + big + (size_t) n_threads * wstr + xqf;
-    float *      slab     = malloc(total * sizeof(float));
-    VLC_CHECK(slab != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of vision scratch (%d tiles)",
-              total * sizeof(float), (int) n_tiles);
+
+    pthread_mutex_lock(&v->mu);
+    vlc_status st = ensure_ctx(v, n_threads, total);
+    if (st == VLC_STATUS_OK) {
+        encode(v, n_threads > 1 ? v->pool : NULL, v->slab, pixels, n_tiles, n_threads, out);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return st;
+}
+
+// The forward pass of vlc_vision_encode_tiles in slab (as big as it computes).
+static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const float * pixels, int32_t n_tiles,
+                   int32_t n_threads, float * out) {
+    const vlc_vision_info * in = &v->info;
+    const int64_t nt = n_tiles, S = in->image_size, P = in->patch_size, np = S / P, N = np * np, T = N + 1;
+    const int64_t C = in->n_embd, H = in->n_head, D = C / H, F = in->n_ff, K = 3 * P * P;
+    const int64_t E1 = v->mm0.n_out;
+    const int64_t R = nt * T, Tout = in->n_tokens_per_tile, Ro = nt * Tout;
+    const size_t  rc     = round16((size_t) (R * C));
+    const size_t  big    = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
+    const size_t  max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
+    const size_t  wstr   = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
     float * x   = slab;        // [R, C] residual stream
     float * xn  = x + rc;      // [R, C] normalised input / sub-block output
     float * q   = xn + rc;     // [R, C]
@@ -652,15 +709,6 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     float * bg  = att + rc;    // big
     float * wk  = bg + big;    // [n_threads, wstr]
     void *  xq  = wk + (size_t) n_threads * wstr;  // quantized activation rows
-
-    vlc_pool * pool = NULL;
-    if (n_threads > 1) {
-        vlc_status st = vlc_pool_create(n_threads, &pool);
-        if (st != VLC_STATUS_OK) {
-            free(slab);
-            return st;
-        }
-    }
 
     // embeddings: im2col rows -> convolution as a matmul (into q) -> [CLS; patches] + pos
     patch_job pj = { bg, pixels, (int32_t) S, (int32_t) P };
@@ -706,8 +754,4 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, i
     // projector: Linear -> GELU -> Linear, straight into out [Ro, E]
     linear(pool, bg, &v->mm0, v->mm0_b, sel, Ro, v->proj_act, wk, xq);
     linear(pool, out, &v->mm2, v->mm2_b, bg, Ro, -1, wk, xq);
-
-    vlc_pool_free(pool);
-    free(slab);
-    return VLC_STATUS_OK;
 }

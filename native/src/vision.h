@@ -19,6 +19,9 @@ typedef struct vlc_vision vlc_vision;
 vlc_status vlc_vision_load(const vlc_gguf * g, int32_t n_embd_text, vlc_vision ** out);
 void       vlc_vision_free(vlc_vision * v);
 void       vlc_vision_get_info(const vlc_vision * v, vlc_vision_info * out);
-// Same contract as vlc_vision_encode in vlcache.h. Allocates its scratch per call.
+// Same contract as vlc_vision_encode in vlcache.h. The tower keeps its thread pool and
+// scratch between calls (created by the first call that needs them, recreated when the
+// thread count changes, grown when the tiles do), so a call like an earlier one creates
+// no thread and allocates nothing. Calls on one tower run one at a time (a lock).
 vlc_status vlc_vision_encode_tiles(const vlc_vision * v, const float * pixels, int32_t n_tiles,
                                    int32_t n_threads, float * out);
