@@ -330,9 +330,15 @@ VLC_API vlc_status vlc_session_attn_scores(const vlc_session * session, vlc_attn
 
 // ---- KV-cache compression (VL-Cache and baselines)
 VLC_API void       vlc_kv_params_init(vlc_kv_params * params); // vl-cache, budget 0.1, defaults above
+// A policy's name ("vl-cache", "h2o", ...: the names the Python package and tools use);
+// NULL for an unknown policy. Policies are 0 .. VLC_KV_N_POLICIES - 1.
+VLC_API const char * vlc_kv_policy_name(int32_t policy);
 // Bit mask of the statistics sets (1 << vlc_attn_set) a policy reads; 0 for full,
 // streamingllm and random. -1 for an unknown policy.
 VLC_API int32_t    vlc_kv_policy_needs(int32_t policy);
+// The statistics set whose per-key sums rank a policy's tokens (the scores vlc_kv_plan
+// takes); -1 when it ranks by none (full, streamingllm, random) or is unknown.
+VLC_API int32_t    vlc_kv_policy_ranks_by(int32_t policy);
 // Pure planning, no session: the budgets and kept sets of params->policy for a prompt of
 // m entries in n_layer layers x n_head_kv KV heads. sparsity [n_layer] (needed by vl-cache
 // and sparsity-h2o, else may be NULL); scores [n_layer, n_head_kv, m] the per-key sums of

@@ -65,10 +65,9 @@ vlc_status vlc_text_state_compress(vlc_text_state * st, const vlc_kv_params * p,
             sparsity[il] = vlc_stats_sparsity(stats, VLC_ATTN_WINDOW, il);
         }
     }
-    // scores [L, Hkv, m]: H2O sums if the policy reads them, else SnapKV's, else the window's
-    const int set = (needs & (1 << VLC_ATTN_H2O)) ? VLC_ATTN_H2O : (needs & (1 << VLC_ATTN_SNAPKV)) ? VLC_ATTN_SNAPKV
-                                                                                                   : VLC_ATTN_WINDOW;
-    if (rc == VLC_STATUS_OK && needs) {
+    // scores [L, Hkv, m]: the sums of the set that ranks the policy's tokens
+    const int set = vlc_kv_policy_ranks_by(p->policy);
+    if (rc == VLC_STATUS_OK && set >= 0) {
         scores = malloc(nk * sizeof(double));
         rc = scores ? VLC_STATUS_OK : VLC_ERR(VLC_STATUS_OOM, "cannot allocate %zu scores", nk);
         const int32_t ld = rc == VLC_STATUS_OK ? vlc_stats_get(stats, set)->ld : 0;

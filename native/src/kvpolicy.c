@@ -2,7 +2,8 @@
 // attention sums a policy reads, decides how many prompt entries each layer keeps (k_l) and
 // which positions each layer and KV head keeps: VL-Cache (sparsity budgets + post-vision
 // scores) and the baselines (full, StreamingLLM, H2O, SnapKV, PyramidKV, AdaKV, random and
-// the two ablations). Also vlc_kv_params_init / _size and vlc_kv_policy_needs.
+// the two ablations), each one row of the POLICIES table below. Also vlc_kv_params_init /
+// _size and the table's readers (vlc_kv_policy_name, _needs, _ranks_by).
 //
 // Every rule is the one of tests/python/kvref.py and the integer results are bit-identical
 // to it: floating expressions are evaluated in kvref's order and sums follow NumPy's
@@ -48,36 +49,66 @@ void vlc_kv_params_init(vlc_kv_params * p) {
 size_t vlc_kv_params_size(void)       { return sizeof(vlc_kv_params); }
 size_t vlc_compress_report_size(void) { return sizeof(vlc_compress_report); }
 
+// ---------------------------------------------------------------------------
+// the policies: one row each (a new policy is a row here, plus its enum value in vlcache.h)
+
+// How many prompt entries each layer keeps (k_l).
+typedef enum budget_rule {
+    BUDGET_ALL,       // every entry (full)
+    BUDGET_UNIFORM,   // T // L each, the T % L leftovers to the lowest layers
+    BUDGET_SPARSITY,  // VL-Cache: apportioned to the layers' post-vision densities 1 - gamma_l
+    BUDGET_PYRAMID,   // PyramidKV: linearly decreasing from layer 0
+} budget_rule;
+
+// Which k_l entries a layer's KV head keeps.
+typedef enum keep_rule {
+    KEEP_TOP,         // the recent window + the top scores (the sums of set ranks_by)
+    KEEP_TOP_POOLED,  // the same after a 1-D max-pool of the scores (SnapKV)
+    KEEP_ADAKV,       // pooled, with the layer's budget split across its heads by score
+    KEEP_STREAMING,   // n_sink first entries + the most recent
+    KEEP_RANDOM,      // the recent window + the top splitmix64(seed) scores
+} keep_rule;
+
+typedef struct policy_row {
+    const char * name;      // the Python / CLI name
+    budget_rule  budget;
+    keep_rule    keep;
+    int          ranks_by;  // the vlc_attn_set whose per-key sums rank entries, or -1
+} policy_row;
+
+static const policy_row POLICIES[VLC_KV_N_POLICIES] = {
+    [VLC_KV_FULL]            = { "full", BUDGET_ALL, KEEP_TOP, -1 },
+    [VLC_KV_VLCACHE]         = { "vl-cache", BUDGET_SPARSITY, KEEP_TOP, VLC_ATTN_WINDOW },
+    [VLC_KV_STREAMINGLLM]    = { "streamingllm", BUDGET_UNIFORM, KEEP_STREAMING, -1 },
+    [VLC_KV_H2O]             = { "h2o", BUDGET_UNIFORM, KEEP_TOP, VLC_ATTN_H2O },
+    [VLC_KV_SNAPKV]          = { "snapkv", BUDGET_UNIFORM, KEEP_TOP_POOLED, VLC_ATTN_SNAPKV },
+    [VLC_KV_PYRAMIDKV]       = { "pyramidkv", BUDGET_PYRAMID, KEEP_TOP_POOLED, VLC_ATTN_SNAPKV },
+    [VLC_KV_ADAKV]           = { "adakv", BUDGET_UNIFORM, KEEP_ADAKV, VLC_ATTN_SNAPKV },
+    [VLC_KV_RANDOM]          = { "random", BUDGET_UNIFORM, KEEP_RANDOM, -1 },
+    [VLC_KV_VLCACHE_UNIFORM] = { "vl-cache-uniform", BUDGET_UNIFORM, KEEP_TOP, VLC_ATTN_WINDOW },
+    [VLC_KV_SPARSITY_H2O]    = { "sparsity-h2o", BUDGET_SPARSITY, KEEP_TOP, VLC_ATTN_H2O },
+};
+
+static const policy_row * policy_get(int32_t policy) {
+    return policy >= 0 && policy < VLC_KV_N_POLICIES ? &POLICIES[policy] : NULL;
+}
+
+const char * vlc_kv_policy_name(int32_t policy) {
+    const policy_row * r = policy_get(policy);
+    return r ? r->name : NULL;
+}
+
 int32_t vlc_kv_policy_needs(int32_t policy) {
-    switch (policy) {
-        case VLC_KV_FULL:
-        case VLC_KV_STREAMINGLLM:
-        case VLC_KV_RANDOM:          return 0;
-        case VLC_KV_VLCACHE:
-        case VLC_KV_VLCACHE_UNIFORM: return 1 << VLC_ATTN_WINDOW;
-        case VLC_KV_SPARSITY_H2O:    return (1 << VLC_ATTN_WINDOW) | (1 << VLC_ATTN_H2O);
-        case VLC_KV_H2O:             return 1 << VLC_ATTN_H2O;
-        case VLC_KV_SNAPKV:
-        case VLC_KV_PYRAMIDKV:
-        case VLC_KV_ADAKV:           return 1 << VLC_ATTN_SNAPKV;
-        default:                     return -1;
+    const policy_row * r = policy_get(policy);
+    if (!r) {
+        return -1;
     }
+    return (r->budget == BUDGET_SPARSITY ? 1 << VLC_ATTN_WINDOW : 0) | (r->ranks_by >= 0 ? 1 << r->ranks_by : 0);
 }
 
-static const char * policy_name(int32_t policy) {
-    static const char * names[VLC_KV_N_POLICIES] = {
-        "full", "vl-cache", "streamingllm", "h2o", "snapkv", "pyramidkv", "adakv", "random",
-        "vl-cache-uniform", "sparsity-h2o",
-    };
-    return policy >= 0 && policy < VLC_KV_N_POLICIES ? names[policy] : "?";
-}
-
-static int uses_sparsity(int32_t policy) {
-    return policy == VLC_KV_VLCACHE || policy == VLC_KV_SPARSITY_H2O;
-}
-
-static int uses_pooling(int32_t policy) {
-    return policy == VLC_KV_SNAPKV || policy == VLC_KV_PYRAMIDKV || policy == VLC_KV_ADAKV;
+int32_t vlc_kv_policy_ranks_by(int32_t policy) {
+    const policy_row * r = policy_get(policy);
+    return r ? r->ranks_by : -1;
 }
 
 static vlc_status check_params(const vlc_kv_params * p) {
@@ -600,24 +631,23 @@ vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_
     VLC_CHECK(n_head_kv > 0, VLC_STATUS_INVALID_ARG, "n_head_kv = %d, expected > 0", n_head_kv);
     VLC_CHECK(n_prompt > 0, VLC_STATUS_INVALID_ARG, "m = %d, expected > 0", n_prompt);
     VLC_CHECK(keep != NULL, VLC_STATUS_INVALID_ARG, "keep is NULL");
-    const int64_t L = n_layer, Hkv = n_head_kv, m = n_prompt;
-    const int32_t policy = params->policy;
+    const int64_t      L = n_layer, Hkv = n_head_kv, m = n_prompt;
+    const policy_row * P = policy_get(params->policy);
     VLC_CHECK(L * Hkv <= INT64_MAX / m && (uint64_t) (L * Hkv * m) <= SIZE_MAX / sizeof(vlc_ranked),
               VLC_STATUS_INVALID_ARG, "n_layer x n_head_kv x m = %lld x %lld x %lld is too large",
               (long long) L, (long long) Hkv, (long long) m);
 
-    if (uses_sparsity(policy)) {
+    if (P->budget == BUDGET_SPARSITY) {
         VLC_CHECK(sparsity != NULL, VLC_STATUS_INVALID_ARG, "sparsity is NULL; policy %s needs the layer sparsities",
-                  policy_name(policy));
+                  P->name);
         for (int64_t l = 0; l < L; l++) {
             VLC_CHECK(isfinite(sparsity[l]) && sparsity[l] >= 0.0 && sparsity[l] <= 1.0, VLC_STATUS_INVALID_ARG,
                       "sparsity[%lld] = %g, expected a fraction in [0, 1]", (long long) l, sparsity[l]);
         }
     }
-    const int needs_scores = vlc_kv_policy_needs(policy) != 0;
-    if (needs_scores) {
+    if (P->ranks_by >= 0) {
         VLC_CHECK(scores != NULL, VLC_STATUS_INVALID_ARG, "scores is NULL; policy %s needs per-key attention sums",
-                  policy_name(policy));
+                  P->name);
         const int64_t n = L * Hkv * m;
         for (int64_t i = 0; i < n; i++) {
             VLC_CHECK(isfinite(scores[i]), VLC_STATUS_INVALID_ARG,
@@ -627,8 +657,9 @@ vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_
     }
 
     // scratch: budget work [L], per-layer scores [Hkv m], ranking [m] or [Hkv m] (AdaKV)
-    const int pooled = uses_pooling(policy);
-    const int64_t n_rank = policy == VLC_KV_ADAKV ? Hkv * m : m;
+    const int pooled = P->keep == KEEP_TOP_POOLED || P->keep == KEEP_ADAKV;
+    const int own_scores = pooled || P->keep == KEEP_RANDOM;  // scores made here, per layer
+    const int64_t n_rank = P->keep == KEEP_ADAKV ? Hkv * m : m;
     const int64_t n_hd = Hkv > L ? Hkv : L;
     double *     bwork = malloc((size_t) (8 * L) * sizeof(double));
     vlc_frac *   fr    = malloc((size_t) n_hd * sizeof(vlc_frac));
@@ -636,10 +667,10 @@ vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_
     int64_t *    nb    = malloc((size_t) Hkv * sizeof(int64_t));
     double *     ht    = malloc((size_t) Hkv * sizeof(double));
     vlc_ranked * rk    = malloc((size_t) n_rank * sizeof(vlc_ranked));
-    double *     ls    = pooled || policy == VLC_KV_RANDOM ? malloc((size_t) (Hkv * m) * sizeof(double)) : NULL;
+    double *     ls    = own_scores ? malloc((size_t) (Hkv * m) * sizeof(double)) : NULL;
     int64_t *    dq    = pooled ? malloc((size_t) m * sizeof(int64_t)) : NULL;
     vlc_status   st    = VLC_STATUS_OK;
-    if (!bwork || !fr || !kl || !nb || !ht || !rk || ((pooled || policy == VLC_KV_RANDOM) && !ls) || (pooled && !dq)) {
+    if (!bwork || !fr || !kl || !nb || !ht || !rk || (own_scores && !ls) || (pooled && !dq)) {
         st = VLC_ERR(VLC_STATUS_OOM, "scratch for m = %lld, n_layer = %lld, n_head_kv = %lld", (long long) m,
                      (long long) L, (long long) Hkv);
         goto done;
@@ -652,20 +683,19 @@ vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_
     };
 
     // layer budgets k_l
-    switch (policy) {
-        case VLC_KV_FULL:
+    switch (P->budget) {
+        case BUDGET_ALL:
             for (int64_t l = 0; l < L; l++) {
                 kl[l] = m;
             }
             break;
-        case VLC_KV_VLCACHE:
-        case VLC_KV_SPARSITY_H2O:
+        case BUDGET_SPARSITY:
             st = vlcache_budgets(sparsity, L, m, params, &bs, kl);
             break;
-        case VLC_KV_PYRAMIDKV:
+        case BUDGET_PYRAMID:
             st = pyramid_budgets(params->budget, L, m, params->pyramid_beta, &bs, kl);
             break;
-        default:
+        case BUDGET_UNIFORM:
             uniform_budgets(params->budget, L, m, kl);
             break;
     }
@@ -679,11 +709,11 @@ vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_
         const int64_t w = recent_window(k, params->recent_frac);
         uint8_t * keep_l = keep + (size_t) (l * Hkv * m);  // [Hkv, m]
         const double * sc_l = scores ? scores + (size_t) (l * Hkv * m) : NULL; // [Hkv, m]
-        if (policy == VLC_KV_FULL || k >= m) {
+        if (k >= m) {
             memset(keep_l, 1, (size_t) (Hkv * m));
             continue;
         }
-        if (policy == VLC_KV_STREAMINGLLM) {
+        if (P->keep == KEEP_STREAMING) {
             for (int64_t h = 0; h < Hkv; h++) {
                 streaming_keep(m, k, params->n_sink, params->recent_frac, keep_l + h * m);
             }
@@ -695,13 +725,13 @@ vlc_status vlc_kv_plan(const vlc_kv_params * params, int32_t n_layer, int32_t n_
                 max_pool(sc_l + h * m, m, params->pool_kernel, ls + h * m, dq);
             }
             s = ls;
-        } else if (policy == VLC_KV_RANDOM) {
+        } else if (P->keep == KEEP_RANDOM) {
             for (int64_t h = 0; h < Hkv; h++) {
                 random_scores(params->seed, l, h, Hkv, m, ls + h * m);
             }
             s = ls;
         }
-        if (policy == VLC_KV_ADAKV) {
+        if (P->keep == KEEP_ADAKV) {
             st = adakv_head_budgets(s, Hkv, m, k, w, params->floor_alpha, nb, rk, ht, fr);
             if (st < 0) {
                 goto done;

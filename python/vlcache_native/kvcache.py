@@ -15,19 +15,8 @@ import numpy as np
 from ._ffi import ffi, lib
 from .errors import InvalidArgumentError, check
 
-#: policy name -> vlc_kv_policy
-POLICIES = {
-    "full": lib.VLC_KV_FULL,
-    "vl-cache": lib.VLC_KV_VLCACHE,
-    "streamingllm": lib.VLC_KV_STREAMINGLLM,
-    "h2o": lib.VLC_KV_H2O,
-    "snapkv": lib.VLC_KV_SNAPKV,
-    "pyramidkv": lib.VLC_KV_PYRAMIDKV,
-    "adakv": lib.VLC_KV_ADAKV,
-    "random": lib.VLC_KV_RANDOM,
-    "vl-cache-uniform": lib.VLC_KV_VLCACHE_UNIFORM,
-    "sparsity-h2o": lib.VLC_KV_SPARSITY_H2O,
-}
+#: policy name -> vlc_kv_policy, read from the C library's policy table (kvpolicy.c)
+POLICIES = {ffi.string(lib.vlc_kv_policy_name(i)).decode(): i for i in range(lib.VLC_KV_N_POLICIES)}
 
 #: statistics set name (Session.attn_stats keys) -> vlc_attn_set
 STATS_SETS = {"scores": lib.VLC_ATTN_WINDOW, "h2o": lib.VLC_ATTN_H2O, "snapkv": lib.VLC_ATTN_SNAPKV}

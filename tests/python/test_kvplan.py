@@ -324,6 +324,22 @@ def test_defaults_needs_and_sizes():
     assert lib.vlc_kv_policy_needs(-1) == -1 and lib.vlc_kv_policy_needs(lib.VLC_KV_N_POLICIES) == -1
 
 
+def test_policy_table():
+    """The Python names come from C's table, each under its own enum value; the set that
+    ranks a policy's tokens is the one kvref scores it by."""
+    assert (kc.POLICIES["full"], kc.POLICIES["vl-cache"], kc.POLICIES["h2o"], kc.POLICIES["adakv"],
+            kc.POLICIES["sparsity-h2o"]) == (lib.VLC_KV_FULL, lib.VLC_KV_VLCACHE, lib.VLC_KV_H2O, lib.VLC_KV_ADAKV,
+                                             lib.VLC_KV_SPARSITY_H2O)
+    assert len(kc.POLICIES) == lib.VLC_KV_N_POLICIES
+    ranks = {pol: lib.vlc_kv_policy_ranks_by(i) for pol, i in kc.POLICIES.items()}
+    sets = {-1: None, lib.VLC_ATTN_WINDOW: "scores", lib.VLC_ATTN_H2O: "h2o", lib.VLC_ATTN_SNAPKV: "snapkv"}
+    assert {pol: sets[r] for pol, r in ranks.items()} == {
+        "full": None, "streamingllm": None, "random": None, "vl-cache": "scores", "vl-cache-uniform": "scores",
+        "h2o": "h2o", "sparsity-h2o": "h2o", "snapkv": "snapkv", "pyramidkv": "snapkv", "adakv": "snapkv"}
+    assert lib.vlc_kv_policy_name(-1) == ffi.NULL and lib.vlc_kv_policy_name(lib.VLC_KV_N_POLICIES) == ffi.NULL
+    assert lib.vlc_kv_policy_ranks_by(lib.VLC_KV_N_POLICIES) == -1
+
+
 # ---------------------------------------------------------------------------------------------
 # invalid arguments: InvalidArgumentError naming the parameter
 
