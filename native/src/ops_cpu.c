@@ -1,145 +1,19 @@
-// ops_cpu.c: reference CPU kernels (see ops_cpu.h): f16 / bf16 conversion, dot product,
-// RMSNorm, softmax, SwiGLU, RoPE, matmul over F32 / F16 / BF16 weight rows, and the vision
-// ops. The attention kernels (reference and SIMD) live in ops_attn.c.
+// ops_cpu.c: reference CPU kernels (see ops_cpu.h): dot product, RMSNorm, softmax, SwiGLU,
+// RoPE, the reference matmul, and the vision ops. Element conversion and the quantized
+// types are below it (quant.c); the dispatching matmul is above it (matmul.c); the
+// attention kernels (reference and SIMD) live in ops_attn.c.
 //
 // Is: portable C11 with loops gcc -O3 can vectorize (fixed 8-wide partial sums); every
 // output element is computed in one fixed order, so threading never changes a bit.
-// Is not: SIMD intrinsics, quantized types or anything that allocates (callers pass work
-// buffers). Letters as in ops_cpu.h.
+// Is not: SIMD intrinsics, a dispatch to faster kernels (the reference is the oracle and
+// calls nothing faster), or anything that allocates (callers pass work buffers). Letters as in ops_cpu.h.
 #include "ops_cpu.h"
-#include "ops_qsimd.h"
-#include "ops_simd.h"
+
+#include "half.h"
 #include "quant.h"
 
 #include <math.h>
 #include <string.h>
-
-// ---------------------------------------------------------------------------
-// element conversion
-
-static inline uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    return u;
-}
-
-static inline float bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-// Branch-free (masks instead of branches) so that the row loops below vectorize. Normal
-// halves rebias the exponent (+112); infinities and NaNs keep all-ones exponents; a
-// subnormal half m * 2^-24 is built as (2^-14 + m * 2^-24) - 2^-14, exact in f32.
-static inline float f16_to_f32_inline(uint16_t h16) {
-    const uint32_t h      = h16;
-    const uint32_t sign   = (h & 0x8000u) << 16;
-    const uint32_t em     = (h & 0x7fffu) << 13;  // exponent and mantissa at their f32 places
-    const uint32_t normal = em + (112u << 23);
-    const uint32_t infnan = em | 0x7f800000u;
-    const uint32_t sub    = f32_bits(bits_f32(em + (113u << 23)) - 0x1p-14f);
-    const uint32_t m_inf  = 0u - (uint32_t) (em >= 0x0f800000u);
-    const uint32_t m_sub  = 0u - (uint32_t) (em < 0x00800000u);
-    uint32_t       r      = (infnan & m_inf) | (normal & ~m_inf);
-    r                     = (sub & m_sub) | (r & ~m_sub);
-    return bits_f32(r | sign);
-}
-
-float vlc_f16_to_f32(uint16_t h) {
-    return f16_to_f32_inline(h);
-}
-
-uint16_t vlc_f32_to_f16(float f) {
-    const uint32_t x_s  = f32_bits(f);
-    const uint16_t sign = (uint16_t) ((x_s >> 16) & 0x8000u);
-    const uint32_t x    = x_s & 0x7fffffffu;
-    if (x >= 0x7f800000u) {
-        // inf stays inf; NaN stays a (quiet) NaN keeping the top payload bits
-        return (uint16_t) (sign | 0x7c00u | (x > 0x7f800000u ? 0x200u | ((x >> 13) & 0x3ffu) : 0u));
-    }
-    if (x >= 0x477ff000u) {
-        return (uint16_t) (sign | 0x7c00u);  // >= 65520 rounds past 65504 to infinity
-    }
-    if (x < 0x38800000u) {
-        // below 2^-14: a subnormal half (units of 2^-24) or zero
-        if (x < 0x33000000u) {
-            return sign;  // below 2^-25: rounds to zero
-        }
-        const uint32_t e     = x >> 23;                      // 102 .. 112
-        const uint32_t m     = (x & 0x7fffffu) | 0x800000u;  // with the implicit bit
-        const uint32_t shift = 126u - e;                     // 14 .. 24
-        uint32_t       q     = m >> shift;
-        const uint32_t rem   = m & ((1u << shift) - 1u);
-        const uint32_t half  = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u))) {
-            q++;  // may carry into the smallest normal (0x400), which is the right encoding
-        }
-        return (uint16_t) (sign | q);
-    }
-    const uint32_t rem = x & 0x1fffu;
-    uint32_t       h   = ((x >> 23) - 112u) << 10 | ((x >> 13) & 0x3ffu);
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) {
-        h++;  // a carry into the exponent is correct; overflow was excluded above
-    }
-    return (uint16_t) (sign | h);
-}
-
-float vlc_bf16_to_f32(uint16_t h) {
-    return bits_f32((uint32_t) h << 16);
-}
-
-uint16_t vlc_f32_to_bf16(float f) {
-    const uint32_t x = f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) {
-        return (uint16_t) ((x >> 16) | 0x40u);  // NaN: keep it a quiet NaN
-    }
-    return (uint16_t) ((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-
-size_t vlc_type_size(uint32_t type) {
-    switch (type) {
-        case VLC_TYPE_F32:  return 4;
-        case VLC_TYPE_F16:  return 2;
-        case VLC_TYPE_BF16: return 2;
-        default:            return 0;
-    }
-}
-
-void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n) {
-    if (type == VLC_TYPE_F32) {
-        memcpy(dst, src, (size_t) n * sizeof(float));
-    } else if (type == VLC_TYPE_F16) {
-        const uint16_t * s = src;
-        for (int64_t i = 0; i < n; i++) {
-            dst[i] = f16_to_f32_inline(s[i]);
-        }
-    } else if (type == VLC_TYPE_BF16) {
-        const uint16_t * s = src;
-        uint32_t *       d = (uint32_t *) (void *) dst;
-        for (int64_t i = 0; i < n; i++) {
-            d[i] = (uint32_t) s[i] << 16;
-        }
-    } else {
-        vlc_dequantize_row(type, src, dst, n);  // block types: n is a multiple of the block
-    }
-}
-
-void vlc_cpu_from_f32(void * dst, const float * src, uint32_t type, int64_t n) {
-    if (type == VLC_TYPE_F32) {
-        memcpy(dst, src, (size_t) n * sizeof(float));
-    } else if (type == VLC_TYPE_F16) {
-        uint16_t * d = dst;
-        for (int64_t i = 0; i < n; i++) {
-            d[i] = vlc_f32_to_f16(src[i]);
-        }
-    } else if (type == VLC_TYPE_BF16) {
-        uint16_t * d = dst;
-        for (int64_t i = 0; i < n; i++) {
-            d[i] = vlc_f32_to_bf16(src[i]);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // vector ops
@@ -259,20 +133,22 @@ void vlc_cpu_rope(float * x, int32_t n_head, int32_t D, const float * cs) {
 // ---------------------------------------------------------------------------
 // matmul
 
-void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
+void vlc_ref_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
                          int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
                          int accumulate, float * work) {
     if (vlc_act_kind(type)) {
-        // block-quantized weights: each token's activations quantized into work, then the
-        // quantized kernels (callers with many rows quantize once: vlc_qmatmul_rows)
+        // block-quantized weights: each token's activations quantized into work, then one
+        // reference dot (quant.c) per output
+        const size_t rb = vlc_row_bytes(type, n_in);
         for (int64_t t = 0; t < n_tok; t++) {
             vlc_quantize_act_row(type, x + t * ldx, work, n_in);
-            vlc_qmatmul_rows(y + t * ldy, ldy, w, type, work, n_in, 1, r0, r1, accumulate, NULL);
+            for (int64_t o = r0; o < r1; o++) {
+                const float d = vlc_vec_dot_ref(type, (const char *) w + (size_t) o * rb, work, n_in);
+                float *     yo = y + t * ldy + o;
+                *yo            = accumulate ? *yo + d : d;
+            }
         }
         return;
-    }
-    if (vlc_simd_matmul_rows(y, ldy, w, type, x, ldx, n_in, n_tok, r0, r1, accumulate, work)) {
-        return;  // AVX2 / AVX-512 kernels (ops_simd.c) when the CPU has them
     }
     const size_t es = vlc_type_size(type);
     if (type != VLC_TYPE_F32 && n_tok < VLC_MATMUL_FUSED_MAX_TOK) {
@@ -305,59 +181,6 @@ void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, 
             }
         }
     }
-}
-
-void vlc_cpu_matmul(float * y, const void * w, uint32_t type, const float * x, int64_t n_in,
-                    int64_t n_out, int64_t n_tok, int accumulate, float * work) {
-    vlc_cpu_matmul_rows(y, n_out, w, type, x, n_in, n_in, n_tok, 0, n_out, accumulate, work);
-}
-
-typedef struct matmul_job {
-    float *       y;
-    const void *  w;
-    uint32_t      type;
-    const float * x;
-    int64_t       n_in, n_out, n_tok;
-    int           accumulate;
-    float *       work;  // [n_threads, VLC_MATMUL_ROWS * n_in]
-    char *        xq;    // block-quantized W: x quantized once ([n_tok] activation rows), or NULL
-    size_t        xrow;  // bytes per activation row
-    int64_t       rows;  // output rows per task
-} matmul_job;
-
-static void matmul_task(void * ctx, int64_t task, int ith) {
-    const matmul_job * j  = ctx;
-    const int64_t      r0 = task * j->rows;
-    const int64_t      r1 = r0 + j->rows < j->n_out ? r0 + j->rows : j->n_out;
-    if (j->xq) {
-        vlc_qmatmul_rows(j->y, j->n_out, j->w, j->type, j->xq, j->n_in, j->n_tok, r0, r1, j->accumulate, NULL);
-        return;
-    }
-    float * wk = j->work + (size_t) ith * VLC_MATMUL_ROWS * (size_t) j->n_in;
-    vlc_cpu_matmul_rows(j->y, j->n_out, j->w, j->type, j->x, j->n_in, j->n_in, j->n_tok, r0, r1,
-                        j->accumulate, wk);
-}
-
-static void quantize_task(void * ctx, int64_t t, int ith) {
-    (void) ith;
-    const matmul_job * j = ctx;
-    vlc_quantize_act_row(j->type, j->x + t * j->n_in, j->xq + (size_t) t * j->xrow, j->n_in);
-}
-
-// Rows per task of a quantized matmul over many tokens: the token-lane kernels repack the
-// activations in every task, so tasks are larger than VLC_MATMUL_ROWS.
-enum { QMM_MT_ROWS = 64 };
-
-void vlc_cpu_matmul_mt(vlc_pool * pool, float * y, const void * w, uint32_t type, const float * x,
-                       int64_t n_in, int64_t n_out, int64_t n_tok, int accumulate, float * work, void * xq) {
-    matmul_job j = { y, w, type, x, n_in, n_out, n_tok, accumulate, work, NULL, 0, VLC_MATMUL_ROWS };
-    if (xq && vlc_act_kind(type)) {  // quantize each activation row once, not once per task
-        j.xq   = xq;
-        j.xrow = vlc_act_row_bytes(type, n_in);
-        j.rows = QMM_MT_ROWS;
-        vlc_pool_run(pool, quantize_task, &j, n_tok);
-    }
-    vlc_pool_run(pool, matmul_task, &j, (n_out + j.rows - 1) / j.rows);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,33 +1,19 @@
 // ops_cpu.h: the reference CPU kernels of the text model, written plainly. They are the
-// oracle the SIMD and CUDA variants of later issues are tested against, so they stay
-// simple: f32 activations, f32 accumulation, one fixed summation order per output.
+// oracle the SIMD and CUDA variants are tested against, so they stay simple: f32
+// activations, f32 accumulation, one fixed summation order per output, and no dispatch
+// to anything faster. Kernel layers, each using only those below it: types and block
+// layouts (quant.h) <- these references <- the SIMD kernels (ops_simd.h, ops_qsimd.h) <-
+// the dispatching entry points (vlc_cpu_matmul*, matmul.c; vlc_cpu_attn*, ops_attn.c).
 // Letters: T = tokens, C = n_embd, H = n_head, Hkv = n_head_kv, G = H / Hkv, D = head_dim,
 // N = entries in a KV head.
 #pragma once
 
+#include "quant.h"
 #include "threads.h"
 #include "vlcache.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-// ---------------------------------------------------------------------------
-// element conversion (exact: subnormals, infinities and NaNs included; f32 -> f16 / bf16
-// rounds to nearest, ties to even, and overflows to infinity)
-
-float    vlc_f16_to_f32(uint16_t h);
-uint16_t vlc_f32_to_f16(float f);
-float    vlc_bf16_to_f32(uint16_t h);
-uint16_t vlc_f32_to_bf16(float f);
-
-// Bytes of one element of a VLC_TYPE_F32 / F16 / BF16 array; 0 for any other type.
-size_t vlc_type_size(uint32_t type);
-
-// dst[n] (f32) <- src[n] of type (F32 / F16 / BF16, or a block type of quant.h with n a
-// multiple of its block).
-void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n);
-// dst[n] of type (F32 / F16 / BF16) <- src[n] (f32).
-void vlc_cpu_from_f32(void * dst, const float * src, uint32_t type, int64_t n);
 
 // ---------------------------------------------------------------------------
 // vector ops
@@ -68,7 +54,8 @@ enum { VLC_MATMUL_ROWS = 16 };
 // (decode); at or above it, once per row into work and reused for every token (prefill).
 enum { VLC_MATMUL_FUSED_MAX_TOK = 3 };
 
-// For o in [r0, r1) and t in [0, n_tok):
+// The reference (ops_cpu.c: the oracle, calling nothing faster). For o in [r0, r1) and
+// t in [0, n_tok):
 //   y[t * ldy + o] = (accumulate ? y[t * ldy + o] : 0) + dot(W[o, :], x[t * ldx .. + n_in])
 // x [n_tok, n_in] with row stride ldx; y [n_tok, ldy]. Each W row is converted to f32
 // once (into work[VLC_MATMUL_ROWS, n_in]) and dotted with every token, or for fewer than
@@ -76,8 +63,15 @@ enum { VLC_MATMUL_FUSED_MAX_TOK = 3 };
 // vlc_cpu_dot's summation order, so the result depends neither on r0, r1, the blocking,
 // nor on n_tok (decode gives the same bits as the same row inside a prefill).
 // Block-quantized W: each token's row is quantized to 8-bit activation blocks (quant.h)
-// into work and run through vlc_qmatmul_rows (ops_qsimd.h), the same bits as a caller
-// that quantizes the activations once and calls vlc_qmatmul_rows itself.
+// into work, and every output is one vlc_vec_dot_ref.
+void vlc_ref_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
+                         int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
+                         int accumulate, float * work);
+
+// The CPU matmul (matmul.c, the one dispatch point), same contract: block-quantized W
+// through vlc_qmatmul_rows (ops_qsimd.h: the same bits as a caller that quantizes the
+// activations once and calls it itself), float W through the SIMD kernels of ops_simd.h
+// when the CPU has them (their bits, not the reference's), else vlc_ref_matmul_rows.
 void vlc_cpu_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, const float * x,
                          int64_t ldx, int64_t n_in, int64_t n_tok, int64_t r0, int64_t r1,
                          int accumulate, float * work);

@@ -15,7 +15,7 @@
 #include "quant.h"
 
 #include "error.h"
-#include "ops_cpu.h"
+#include "half.h"
 
 #include <math.h>
 #include <string.h>
@@ -47,34 +47,101 @@ _Static_assert(sizeof(vlc_block_q8a) == 40, "block_q8a is 40 bytes");
 _Static_assert(sizeof(vlc_block_q8k) == 292, "block_q8k is 292 bytes");
 
 // ---------------------------------------------------------------------------
-// traits
+// element conversion
 
-#define VLC_N_TRAITS (VLC_TYPE_BF16 + 1)
-
-static const vlc_type_traits g_traits[VLC_N_TRAITS] = {
-    [VLC_TYPE_F32]  = { "F32", 1, 4, 0 },
-    [VLC_TYPE_F16]  = { "F16", 1, 2, 0 },
-    [VLC_TYPE_Q4_0] = { "Q4_0", VLC_QK, sizeof(vlc_block_q4_0), 1 },
-    [VLC_TYPE_Q4_1] = { "Q4_1", VLC_QK, sizeof(vlc_block_q4_1), 1 },
-    [VLC_TYPE_Q5_0] = { "Q5_0", VLC_QK, sizeof(vlc_block_q5_0), 1 },
-    [VLC_TYPE_Q5_1] = { "Q5_1", VLC_QK, sizeof(vlc_block_q5_1), 1 },
-    [VLC_TYPE_Q8_0] = { "Q8_0", VLC_QK, sizeof(vlc_block_q8_0), 1 },
-    [VLC_TYPE_Q4_K] = { "Q4_K", VLC_QK_K, sizeof(vlc_block_q4_K), 1 },
-    [VLC_TYPE_Q5_K] = { "Q5_K", VLC_QK_K, sizeof(vlc_block_q5_K), 1 },
-    [VLC_TYPE_Q6_K] = { "Q6_K", VLC_QK_K, sizeof(vlc_block_q6_K), 1 },
-    [VLC_TYPE_BF16] = { "BF16", 1, 2, 0 },
-};
-
-const vlc_type_traits * vlc_type_traits_of(uint32_t type) {
-    return type < VLC_N_TRAITS && g_traits[type].name ? &g_traits[type] : NULL;
+float vlc_f16_to_f32(uint16_t h) {
+    return f16_to_f32_inline(h);
 }
 
-size_t vlc_row_bytes(uint32_t type, int64_t n) {
-    const vlc_type_traits * tt = vlc_type_traits_of(type);
-    if (!tt || n < 0 || n % tt->blck != 0) {
-        return 0;
+uint16_t vlc_f32_to_f16(float f) {
+    const uint32_t x_s  = f32_bits(f);
+    const uint16_t sign = (uint16_t) ((x_s >> 16) & 0x8000u);
+    const uint32_t x    = x_s & 0x7fffffffu;
+    if (x >= 0x7f800000u) {
+        // inf stays inf; NaN stays a (quiet) NaN keeping the top payload bits
+        return (uint16_t) (sign | 0x7c00u | (x > 0x7f800000u ? 0x200u | ((x >> 13) & 0x3ffu) : 0u));
     }
-    return (size_t) (n / tt->blck) * tt->bytes;
+    if (x >= 0x477ff000u) {
+        return (uint16_t) (sign | 0x7c00u);  // >= 65520 rounds past 65504 to infinity
+    }
+    if (x < 0x38800000u) {
+        // below 2^-14: a subnormal half (units of 2^-24) or zero
+        if (x < 0x33000000u) {
+            return sign;  // below 2^-25: rounds to zero
+        }
+        const uint32_t e     = x >> 23;                      // 102 .. 112
+        const uint32_t m     = (x & 0x7fffffu) | 0x800000u;  // with the implicit bit
+        const uint32_t shift = 126u - e;                     // 14 .. 24
+        uint32_t       q     = m >> shift;
+        const uint32_t rem   = m & ((1u << shift) - 1u);
+        const uint32_t half  = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u))) {
+            q++;  // may carry into the smallest normal (0x400), which is the right encoding
+        }
+        return (uint16_t) (sign | q);
+    }
+    const uint32_t rem = x & 0x1fffu;
+    uint32_t       h   = ((x >> 23) - 112u) << 10 | ((x >> 13) & 0x3ffu);
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) {
+        h++;  // a carry into the exponent is correct; overflow was excluded above
+    }
+    return (uint16_t) (sign | h);
+}
+
+float vlc_bf16_to_f32(uint16_t h) {
+    return bits_f32((uint32_t) h << 16);
+}
+
+uint16_t vlc_f32_to_bf16(float f) {
+    const uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t) ((x >> 16) | 0x40u);  // NaN: keep it a quiet NaN
+    }
+    return (uint16_t) ((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+size_t vlc_type_size(uint32_t type) {
+    switch (type) {
+        case VLC_TYPE_F32:  return 4;
+        case VLC_TYPE_F16:  return 2;
+        case VLC_TYPE_BF16: return 2;
+        default:            return 0;
+    }
+}
+
+void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n) {
+    if (type == VLC_TYPE_F32) {
+        memcpy(dst, src, (size_t) n * sizeof(float));
+    } else if (type == VLC_TYPE_F16) {
+        const uint16_t * s = src;
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = f16_to_f32_inline(s[i]);
+        }
+    } else if (type == VLC_TYPE_BF16) {
+        const uint16_t * s = src;
+        uint32_t *       d = (uint32_t *) (void *) dst;
+        for (int64_t i = 0; i < n; i++) {
+            d[i] = (uint32_t) s[i] << 16;
+        }
+    } else {
+        vlc_dequantize_row(type, src, dst, n);  // block types: n is a multiple of the block
+    }
+}
+
+void vlc_cpu_from_f32(void * dst, const float * src, uint32_t type, int64_t n) {
+    if (type == VLC_TYPE_F32) {
+        memcpy(dst, src, (size_t) n * sizeof(float));
+    } else if (type == VLC_TYPE_F16) {
+        uint16_t * d = dst;
+        for (int64_t i = 0; i < n; i++) {
+            d[i] = vlc_f32_to_f16(src[i]);
+        }
+    } else if (type == VLC_TYPE_BF16) {
+        uint16_t * d = dst;
+        for (int64_t i = 0; i < n; i++) {
+            d[i] = vlc_f32_to_bf16(src[i]);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -276,28 +343,6 @@ static void dequant_q6_K(const vlc_block_q6_K * b, float * y, int64_t nb) {
             const float ds = d * (float) b[i].scales[e / 16];
             y[e]           = ds * (float) q6_get(&b[i], e);
         }
-    }
-}
-
-void vlc_dequantize_row(uint32_t type, const void * src, float * dst, int64_t n) {
-    const vlc_type_traits * tt = vlc_type_traits_of(type);
-    if (!tt || n <= 0) {
-        return;
-    }
-    const int64_t nb = n / tt->blck;
-    switch (type) {
-        case VLC_TYPE_F32:
-        case VLC_TYPE_F16:
-        case VLC_TYPE_BF16: vlc_cpu_to_f32(dst, src, type, n); break;
-        case VLC_TYPE_Q8_0: dequant_q8_0(src, dst, nb); break;
-        case VLC_TYPE_Q4_0: dequant_q4_0(src, dst, nb); break;
-        case VLC_TYPE_Q4_1: dequant_q4_1(src, dst, nb); break;
-        case VLC_TYPE_Q5_0: dequant_q5_0(src, dst, nb); break;
-        case VLC_TYPE_Q5_1: dequant_q5_1(src, dst, nb); break;
-        case VLC_TYPE_Q4_K: dequant_q4_K(src, dst, nb); break;
-        case VLC_TYPE_Q5_K: dequant_q5_K(src, dst, nb); break;
-        case VLC_TYPE_Q6_K: dequant_q6_K(src, dst, nb); break;
-        default: break;
     }
 }
 
@@ -743,48 +788,11 @@ static void quant_q6_K(const float * x, vlc_block_q6_K * b, int64_t nb) {
     }
 }
 
-size_t vlc_quantize_row(uint32_t type, const float * src, void * dst, int64_t n) {
-    const size_t bytes = vlc_row_bytes(type, n);
-    if (bytes == 0) {
-        return 0;
-    }
-    const int64_t nb = n / vlc_type_traits_of(type)->blck;
-    switch (type) {
-        case VLC_TYPE_F32:
-        case VLC_TYPE_F16:
-        case VLC_TYPE_BF16: vlc_cpu_from_f32(dst, src, type, n); break;
-        case VLC_TYPE_Q8_0: quant_q8_0(src, dst, nb); break;
-        case VLC_TYPE_Q4_0: quant_q4_0(src, dst, nb); break;
-        case VLC_TYPE_Q4_1: quant_q4_1(src, dst, nb); break;
-        case VLC_TYPE_Q5_0: quant_q5_0(src, dst, nb); break;
-        case VLC_TYPE_Q5_1: quant_q5_1(src, dst, nb); break;
-        case VLC_TYPE_Q4_K: quant_q4_K(src, dst, nb); break;
-        case VLC_TYPE_Q5_K: quant_q5_K(src, dst, nb); break;
-        case VLC_TYPE_Q6_K: quant_q6_K(src, dst, nb); break;
-        default: return 0;
-    }
-    return bytes;
-}
-
 // ---------------------------------------------------------------------------
 // activations: per block of 32 (Q8A) or 256 (Q8K), d = amax / 127 (0 when amax == 0),
 // qs = round-to-nearest-even of x / d (the division, not a multiply by 1 / d; equal to
 // nearbyintf in the default rounding mode), clamped to -127..127 (only NaN / inf input
 // can reach the clamp). Q8A: s = d * (float) sum(qs). Q8K: bsums[j] = sum qs[16 j ..].
-
-VLC_QUANT_TESTABLE int vlc_act_kind(uint32_t wtype) {
-    switch (wtype) {
-        case VLC_TYPE_Q4_0:
-        case VLC_TYPE_Q4_1:
-        case VLC_TYPE_Q5_0:
-        case VLC_TYPE_Q5_1:
-        case VLC_TYPE_Q8_0: return VLC_ACT_Q8A;
-        case VLC_TYPE_Q4_K:
-        case VLC_TYPE_Q5_K:
-        case VLC_TYPE_Q6_K: return VLC_ACT_Q8K;
-        default: return 0;
-    }
-}
 
 VLC_QUANT_TESTABLE size_t vlc_act_row_bytes(uint32_t wtype, int64_t n) {
     if (n < 0) {
@@ -986,18 +994,88 @@ static float dot_q6_K(const vlc_block_q6_K * w, const vlc_block_q8k * x, int64_t
     return sumf;
 }
 
-VLC_QUANT_TESTABLE float vlc_vec_dot_ref(uint32_t wtype, const void * w, const void * xq, int64_t n) {
-    switch (wtype) {
-        case VLC_TYPE_Q8_0: return dot_q8_0(w, xq, n / VLC_QK);
-        case VLC_TYPE_Q4_0: return dot_q4_0(w, xq, n / VLC_QK);
-        case VLC_TYPE_Q4_1: return dot_q4_1(w, xq, n / VLC_QK);
-        case VLC_TYPE_Q5_0: return dot_q5_0(w, xq, n / VLC_QK);
-        case VLC_TYPE_Q5_1: return dot_q5_1(w, xq, n / VLC_QK);
-        case VLC_TYPE_Q4_K: return dot_q4_K(w, xq, n / VLC_QK_K);
-        case VLC_TYPE_Q5_K: return dot_q5_K(w, xq, n / VLC_QK_K);
-        case VLC_TYPE_Q6_K: return dot_q6_K(w, xq, n / VLC_QK_K);
-        default: return NAN;  // not a block-quantized type (callers dispatch on vlc_act_kind)
+// ---------------------------------------------------------------------------
+// the type table: one row per type we run (name, block, bytes, activation kind, and the
+// reference dequantizer, quantizer and dot product); every per-type question reads it
+
+#define BLOCK_FNS(T, BLK)                                                                   \
+    static void deq_##T(const void * s, float * y, int64_t n) { dequant_##T(s, y, n / BLK); } \
+    static void qnt_##T(const float * x, void * d, int64_t n) { quant_##T(x, d, n / BLK); }   \
+    static float dot_ref_##T(const void * w, const void * x, int64_t n) { return dot_##T(w, x, n / BLK); }
+BLOCK_FNS(q8_0, VLC_QK)
+BLOCK_FNS(q4_0, VLC_QK)
+BLOCK_FNS(q4_1, VLC_QK)
+BLOCK_FNS(q5_0, VLC_QK)
+BLOCK_FNS(q5_1, VLC_QK)
+BLOCK_FNS(q4_K, VLC_QK_K)
+BLOCK_FNS(q5_K, VLC_QK_K)
+BLOCK_FNS(q6_K, VLC_QK_K)
+#undef BLOCK_FNS
+
+#define FLOAT_FNS(T, TYPE)                                                                     \
+    static void deq_##T(const void * s, float * y, int64_t n) { vlc_cpu_to_f32(y, s, TYPE, n); } \
+    static void qnt_##T(const float * x, void * d, int64_t n) { vlc_cpu_from_f32(d, x, TYPE, n); }
+FLOAT_FNS(f32, VLC_TYPE_F32)
+FLOAT_FNS(f16, VLC_TYPE_F16)
+FLOAT_FNS(bf16, VLC_TYPE_BF16)
+#undef FLOAT_FNS
+
+#define VLC_N_TRAITS (VLC_TYPE_BF16 + 1)
+
+#define FLOAT_ROW(NAME, T, BYTES) { NAME, 1, BYTES, 0, 0, deq_##T, qnt_##T, NULL }
+#define BLOCK_ROW(NAME, T, BLK, ACT) { NAME, BLK, sizeof(vlc_block_##T), 1, ACT, deq_##T, qnt_##T, dot_ref_##T }
+static const vlc_type_traits g_traits[VLC_N_TRAITS] = {
+    [VLC_TYPE_F32]  = FLOAT_ROW("F32", f32, 4),
+    [VLC_TYPE_F16]  = FLOAT_ROW("F16", f16, 2),
+    [VLC_TYPE_BF16] = FLOAT_ROW("BF16", bf16, 2),
+    [VLC_TYPE_Q4_0] = BLOCK_ROW("Q4_0", q4_0, VLC_QK, VLC_ACT_Q8A),
+    [VLC_TYPE_Q4_1] = BLOCK_ROW("Q4_1", q4_1, VLC_QK, VLC_ACT_Q8A),
+    [VLC_TYPE_Q5_0] = BLOCK_ROW("Q5_0", q5_0, VLC_QK, VLC_ACT_Q8A),
+    [VLC_TYPE_Q5_1] = BLOCK_ROW("Q5_1", q5_1, VLC_QK, VLC_ACT_Q8A),
+    [VLC_TYPE_Q8_0] = BLOCK_ROW("Q8_0", q8_0, VLC_QK, VLC_ACT_Q8A),
+    [VLC_TYPE_Q4_K] = BLOCK_ROW("Q4_K", q4_K, VLC_QK_K, VLC_ACT_Q8K),
+    [VLC_TYPE_Q5_K] = BLOCK_ROW("Q5_K", q5_K, VLC_QK_K, VLC_ACT_Q8K),
+    [VLC_TYPE_Q6_K] = BLOCK_ROW("Q6_K", q6_K, VLC_QK_K, VLC_ACT_Q8K),
+};
+#undef FLOAT_ROW
+#undef BLOCK_ROW
+
+const vlc_type_traits * vlc_type_traits_of(uint32_t type) {
+    return type < VLC_N_TRAITS && g_traits[type].name ? &g_traits[type] : NULL;
+}
+
+size_t vlc_row_bytes(uint32_t type, int64_t n) {
+    const vlc_type_traits * tt = vlc_type_traits_of(type);
+    if (!tt || n < 0 || n % tt->blck != 0) {
+        return 0;
     }
+    return (size_t) (n / tt->blck) * tt->bytes;
+}
+
+void vlc_dequantize_row(uint32_t type, const void * src, float * dst, int64_t n) {
+    const vlc_type_traits * tt = vlc_type_traits_of(type);
+    if (tt && n > 0) {
+        tt->to_f32(src, dst, n);
+    }
+}
+
+size_t vlc_quantize_row(uint32_t type, const float * src, void * dst, int64_t n) {
+    const size_t bytes = vlc_row_bytes(type, n);
+    if (bytes == 0) {
+        return 0;
+    }
+    vlc_type_traits_of(type)->from_f32(src, dst, n);
+    return bytes;
+}
+
+VLC_QUANT_TESTABLE int vlc_act_kind(uint32_t wtype) {
+    const vlc_type_traits * tt = vlc_type_traits_of(wtype);
+    return tt ? tt->act : 0;
+}
+
+VLC_QUANT_TESTABLE float vlc_vec_dot_ref(uint32_t wtype, const void * w, const void * xq, int64_t n) {
+    const vlc_type_traits * tt = vlc_type_traits_of(wtype);
+    return tt && tt->dot_ref ? tt->dot_ref(w, xq, n) : NAN;  // NAN: not a block-quantized type
 }
 
 // ---------------------------------------------------------------------------

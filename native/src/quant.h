@@ -57,12 +57,33 @@ typedef struct vlc_type_traits {
     int32_t      blck;      // elements per block (1 for F32 / F16 / BF16)
     size_t       bytes;     // bytes per block
     int          quantized; // 1 for the block types above
+    int          act;       // the activation blocks its dot products read (VLC_ACT_*), 0 for floats
+    void  (*to_f32)(const void * src, float * dst, int64_t n);     // reference dequantizer, n elements
+    void  (*from_f32)(const float * src, void * dst, int64_t n);   // reference quantizer / rounding
+    float (*dot_ref)(const void * w, const void * xq, int64_t n);  // reference dot; NULL for floats
 } vlc_type_traits;
 
 // NULL for a type we do not run.
 const vlc_type_traits * vlc_type_traits_of(uint32_t type);
 // Bytes of a row of n elements (n a multiple of blck); 0 for an unknown type.
 size_t vlc_row_bytes(uint32_t type, int64_t n);
+
+// ---- element conversion (exact: subnormals, infinities and NaNs included; f32 -> f16 / bf16
+// rounds to nearest, ties to even, and overflows to infinity)
+
+float    vlc_f16_to_f32(uint16_t h);
+uint16_t vlc_f32_to_f16(float f);
+float    vlc_bf16_to_f32(uint16_t h);
+uint16_t vlc_f32_to_bf16(float f);
+
+// Bytes of one element of a VLC_TYPE_F32 / F16 / BF16 array; 0 for any other type.
+size_t vlc_type_size(uint32_t type);
+
+// dst[n] (f32) <- src[n] of type (F32 / F16 / BF16, or a block type of quant.h with n a
+// multiple of its block).
+void vlc_cpu_to_f32(float * dst, const void * src, uint32_t type, int64_t n);
+// dst[n] of type (F32 / F16 / BF16) <- src[n] (f32).
+void vlc_cpu_from_f32(void * dst, const float * src, uint32_t type, int64_t n);
 
 // ---- reference conversions (any supported type, float ones included)
 // dst [n] = the values of src (n a multiple of blck).

@@ -268,20 +268,25 @@ static void test_matmul(void) {
             for (int64_t i = 0; i < n_tok * n_out; i++) {
                 y0[i] = rng_unif();
             }
-            for (int acc = 0; acc < 2; acc++) {
+            for (int acc = 0; acc < 4; acc++) {  // 0, 1: the dispatching matmul; 2, 3: the reference
                 memcpy(y, y0, (size_t) (n_tok * n_out) * 4);
-                vlc_cpu_matmul(y, w, type, x, n_in, n_out, n_tok, acc, work);
+                if (acc < 2) {
+                    vlc_cpu_matmul(y, w, type, x, n_in, n_out, n_tok, acc, work);
+                } else {
+                    vlc_ref_matmul_rows(y, n_out, w, type, x, n_in, n_in, n_tok, 0, n_out, acc - 2, work);
+                }
                 for (int64_t t = 0; t < n_tok; t++) {
                     for (int64_t o = 0; o < n_out; o++) {
-                        double ref = acc ? y0[t * n_out + o] : 0.0, mag = fabs(ref);
+                        double ref = acc % 2 ? y0[t * n_out + o] : 0.0, mag = fabs(ref);
                         for (int64_t i = 0; i < n_in; i++) {
                             ref += (double) wf[o * n_in + i] * x[t * n_in + i];
                             mag += fabs((double) wf[o * n_in + i] * x[t * n_in + i]);
                         }
                         double got = y[t * n_out + o];
                         CHECK(fabs(got - ref) <= (n_in + 1) * 0x1p-23 * mag + 1e-30,
-                              "matmul type %u [%lld x %lld] x %lld acc %d: y[%lld, %lld] = %.9g, expected %.9g",
-                              type, (long long) n_out, (long long) n_in, (long long) n_tok, acc, (long long) t,
+                              "%s matmul type %u [%lld x %lld] x %lld acc %d: y[%lld, %lld] = %.9g, expected %.9g",
+                              acc < 2 ? "cpu" : "reference", type, (long long) n_out, (long long) n_in,
+                              (long long) n_tok, acc % 2, (long long) t,
                               (long long) o, got, ref);
                     }
                 }
