@@ -642,6 +642,32 @@ static vlc_status ensure_ctx(vlc_vision * v, int32_t n_threads, size_t floats) {
     return VLC_STATUS_OK;
 }
 
+// The scratch of an encode of n_tiles on n_threads (floats): x, xn, q, k, v, kh, vh, att
+// [R, C] each (rc); big = the largest of the patch rows [nt*N, K], the MLP hidden [R, F]
+// and the projector hidden [Ro, E1]; per-thread work; the quantized activation rows.
+typedef struct vis_scratch {
+    size_t rc, big, wstr, xqf, total;
+} vis_scratch;
+
+static vis_scratch scratch_of(const vlc_vision * v, int64_t nt, int32_t n_threads) {
+    const vlc_vision_info * in = &v->info;
+    const int64_t P = in->patch_size, N = (in->image_size / P) * (in->image_size / P), T = N + 1;
+    const int64_t C = in->n_embd, D = C / in->n_head, F = in->n_ff, K = 3 * P * P, E1 = v->mm0.n_out;
+    const int64_t R = nt * T, Ro = nt * in->n_tokens_per_tile;
+    vis_scratch   sc;
+    sc.rc               = round16((size_t) (R * C));
+    sc.big              = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
+    const size_t max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
+    sc.wstr = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
+    // quantized weights: each matmul's activation rows, quantized once
+    const size_t  max_rows = max_sz(max_sz((size_t) (nt * N), (size_t) R), (size_t) Ro);
+    const int64_t xqn      = (int64_t) ((max_in + 255) / 256 * 256);  // a whole number of blocks of any type
+    const size_t  xqb      = max_sz(vlc_act_row_bytes(VLC_TYPE_Q8_0, xqn), vlc_act_row_bytes(VLC_TYPE_Q4_K, xqn));
+    sc.xqf                 = round16((max_rows * xqb + sizeof(float) - 1) / sizeof(float));
+    sc.total               = 8 * sc.rc + sc.big + (size_t) n_threads * sc.wstr + sc.xqf;
+    return sc;
+}
+
 static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const float * pixels, int32_t n_tiles,
                    int32_t n_threads, float * out);
 
@@ -657,28 +683,8 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * vc, const float * pixels, 
     if (n_threads == 0) {
         n_threads = vlc_n_cpus();
     }
-
-    const vlc_vision_info * in = &v->info;
-    const int64_t nt = n_tiles, S = in->image_size, P = in->patch_size, np = S / P, N = np * np, T = N + 1;
-    const int64_t C = in->n_embd, H = in->n_head, D = C / H, F = in->n_ff, K = 3 * P * P;
-    const int64_t E1 = v->mm0.n_out;
-    const int64_t R = nt * T, Tout = in->n_tokens_per_tile, Ro = nt * Tout;
-
-    // scratch (floats): x, xn, q, k, v, kh, vh, att [R, C] each; big = the largest of the
-    // patch rows [nt*N, K], the MLP hidden [R, F] and the projector hidden [Ro, E1]
-    const size_t rc     = round16((size_t) (R * C));
-    const size_t big    = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
-    const size_t max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
-    const size_t wstr   = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
-    // quantized weights: each matmul's activation rows, quantized once
-    const size_t max_rows = max_sz(max_sz((size_t) (nt * N), (size_t) R), (size_t) Ro);
-    const int64_t xqn     = (int64_t) ((max_in + 255) / 256 * 256);  // a whole number of blocks of any type
-    const size_t  xqb     = max_sz(vlc_act_row_bytes(VLC_TYPE_Q8_0, xqn), vlc_act_row_bytes(VLC_TYPE_Q4_K, xqn));
-    const size_t xqf      = round16((max_rows * xqb + sizeof(float) - 1) / sizeof(float));
-    const size_t total    = 8 * rc + big + (size_t) n_threads * wstr + xqf;
-
     pthread_mutex_lock(&v->mu);
-    vlc_status st = ensure_ctx(v, n_threads, total);
+    vlc_status st = ensure_ctx(v, n_threads, scratch_of(v, n_tiles, n_threads).total);
     if (st == VLC_STATUS_OK) {
         encode(v, n_threads > 1 ? v->pool : NULL, v->slab, pixels, n_tiles, n_threads, out);
     }
@@ -686,18 +692,15 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * vc, const float * pixels, 
     return st;
 }
 
-// The forward pass of vlc_vision_encode_tiles in slab (as big as it computes).
+// The forward pass of vlc_vision_encode_tiles in slab (scratch_of's total floats).
 static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const float * pixels, int32_t n_tiles,
                    int32_t n_threads, float * out) {
     const vlc_vision_info * in = &v->info;
     const int64_t nt = n_tiles, S = in->image_size, P = in->patch_size, np = S / P, N = np * np, T = N + 1;
-    const int64_t C = in->n_embd, H = in->n_head, D = C / H, F = in->n_ff, K = 3 * P * P;
-    const int64_t E1 = v->mm0.n_out;
+    const int64_t C = in->n_embd, H = in->n_head, D = C / H, K = 3 * P * P;
     const int64_t R = nt * T, Tout = in->n_tokens_per_tile, Ro = nt * Tout;
-    const size_t  rc     = round16((size_t) (R * C));
-    const size_t  big    = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
-    const size_t  max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
-    const size_t  wstr   = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
+    const vis_scratch sc = scratch_of(v, nt, n_threads);
+    const size_t  rc = sc.rc, big = sc.big, wstr = sc.wstr;
     float * x   = slab;        // [R, C] residual stream
     float * xn  = x + rc;      // [R, C] normalised input / sub-block output
     float * q   = xn + rc;     // [R, C]
