@@ -1,9 +1,10 @@
 // text.c: the Llama decoder's session state and forward pass on the CPU.
 //
 // Is: the session's state (its KV cache, kvcache.h; its attention statistics, stats.h;
-// one scratch slab sized at create from n_batch; the thread pool) and vlc_text_forward: embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo +
-// residual, RMSNorm, SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked
-// for. Prefill runs in chunks of n_batch tokens; decode is the same path with n = 1.
+// one scratch slab sized at create from n_batch; the thread pool) and vlc_text_forward:
+// embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo + residual, RMSNorm,
+// SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked for. Prefill runs
+// in chunks of n_batch tokens; decode is the same path with n = 1.
 // Also: batched decoding (one step for many states of one model).
 // Is not: the kernels themselves (ops_cpu.c), argument checks of the public API (api.c),
 // the KV store (kvcache.c), the statistics' bookkeeping (stats.c), the policies
