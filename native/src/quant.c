@@ -1022,8 +1022,8 @@ FLOAT_FNS(bf16, VLC_TYPE_BF16)
 
 #define VLC_N_TRAITS (VLC_TYPE_BF16 + 1)
 
-#define FLOAT_ROW(NAME, T, BYTES) { NAME, 1, BYTES, 0, 0, deq_##T, qnt_##T, NULL }
-#define BLOCK_ROW(NAME, T, BLK, ACT) { NAME, BLK, sizeof(vlc_block_##T), 1, ACT, deq_##T, qnt_##T, dot_ref_##T }
+#define FLOAT_ROW(NAME, T, BYTES) { NAME, 1, BYTES, 0, deq_##T, qnt_##T, NULL }
+#define BLOCK_ROW(NAME, T, BLK, ACT) { NAME, BLK, sizeof(vlc_block_##T), ACT, deq_##T, qnt_##T, dot_ref_##T }
 static const vlc_type_traits g_traits[VLC_N_TRAITS] = {
     [VLC_TYPE_F32]  = FLOAT_ROW("F32", f32, 4),
     [VLC_TYPE_F16]  = FLOAT_ROW("F16", f16, 2),

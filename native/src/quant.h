@@ -56,8 +56,7 @@ typedef struct vlc_type_traits {
     const char * name;      // "Q4_K", "F16", ...
     int32_t      blck;      // elements per block (1 for F32 / F16 / BF16)
     size_t       bytes;     // bytes per block
-    int          quantized; // 1 for the block types above
-    int          act;       // the activation blocks its dot products read (VLC_ACT_*), 0 for floats
+    int          act;       // the activation blocks its dot products read (VLC_ACT_*); 0: a float type
     void  (*to_f32)(const void * src, float * dst, int64_t n);     // reference dequantizer, n elements
     void  (*from_f32)(const float * src, void * dst, int64_t n);   // reference quantizer / rounding
     float (*dot_ref)(const void * w, const void * xq, int64_t n);  // reference dot; NULL for floats

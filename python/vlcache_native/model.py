@@ -350,10 +350,10 @@ class Model(NativeObject):
 
         Every weight matrix is read once for all the rows, so a step of N sequences costs
         far less than N single steps (``tools/bench_batch.py`` measures it); each row
-        attends over its own session's cache (any length, compressed or not). The results are bit-identical to calling
-        ``sessions[i].decode(tokens[i])`` for each session. Runs on the first session's
-        threads. Nothing changes when the batch is refused (a session twice, or of another
-        model, a token out of range, a full context).
+        attends over its own session's cache (any length, compressed or not). The results
+        are bit-identical to calling ``sessions[i].decode(tokens[i])`` for each session.
+        Runs on the first session's threads. Nothing changes when the batch is refused (a
+        session twice, or of another model, a token out of range, a full context).
         """
         sessions, ids = list(sessions), [int(t) for t in tokens]
         if not sessions:

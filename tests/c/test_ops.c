@@ -301,6 +301,23 @@ static void test_matmul(void) {
     }
 }
 
+// vlc_cpu_matmul_mt over a pool of nt threads, reps times, gives the bits y1 of the
+// single-threaded matmul (xq: NULL, or room to quantize the activations once for all tasks).
+static void check_threaded(const void * w, uint32_t type, const float * x, int64_t n_in, int64_t n_out,
+                           int64_t n_tok, const float * y1, float * yn, float * work, void * xq, int32_t nt,
+                           int reps) {
+    vlc_pool * pool = NULL;
+    CHECK(vlc_pool_create(nt, &pool) == VLC_STATUS_OK, "pool %d", nt);
+    for (int rep = 0; rep < reps; rep++) {
+        memset(yn, 0xff, (size_t) (n_tok * n_out) * 4);
+        vlc_cpu_matmul_mt(pool, yn, w, type, x, n_in, n_out, n_tok, 0, work, xq);
+        CHECK(memcmp(y1, yn, (size_t) (n_tok * n_out) * 4) == 0,
+              "threaded matmul (type %u, %d threads, xq %s) differs from single-threaded", type, nt,
+              xq ? "given" : "NULL");
+    }
+    vlc_pool_free(pool);
+}
+
 static void test_matmul_threads(void) {
     const int64_t n_out = 100, n_in = 37, n_tok = 5;  // 100 rows: 7 tasks, the last one short
     const uint32_t types[] = { VLC_TYPE_F32, VLC_TYPE_F16, VLC_TYPE_BF16 };
@@ -323,15 +340,7 @@ static void test_matmul_threads(void) {
                   "type %u: token %lld alone differs from the same token in a batch", types[it], (long long) t);
         }
         for (int32_t nt = 1; nt <= 8; nt++) {
-            vlc_pool * pool = NULL;
-            CHECK(vlc_pool_create(nt, &pool) == VLC_STATUS_OK, "pool %d", nt);
-            for (int rep = 0; rep < 20; rep++) {
-                memset(yn, 0xff, (size_t) (n_tok * n_out) * 4);
-                vlc_cpu_matmul_mt(pool, yn, w, types[it], x, n_in, n_out, n_tok, 0, work, NULL);
-                CHECK(memcmp(y1, yn, (size_t) (n_tok * n_out) * 4) == 0,
-                      "threaded matmul (type %u, %d threads) differs from single-threaded", types[it], nt);
-            }
-            vlc_pool_free(pool);
+            check_threaded(w, types[it], x, n_in, n_out, n_tok, y1, yn, work, NULL, nt, 20);
         }
         free(w);
         free(wf);
@@ -367,16 +376,8 @@ static void test_qmatmul_threads(void) {
         }
         vlc_cpu_matmul(y1, w, types[it], x, n_in, n_out, n_tok, 0, work);
         for (int32_t nt = 1; nt <= 8; nt *= 2) {
-            vlc_pool * pool = NULL;
-            CHECK(vlc_pool_create(nt, &pool) == VLC_STATUS_OK, "pool %d", nt);
-            for (int once = 0; once < 2; once++) {
-                memset(yn, 0xff, (size_t) (n_tok * n_out) * 4);
-                vlc_cpu_matmul_mt(pool, yn, w, types[it], x, n_in, n_out, n_tok, 0, work, once ? xq : NULL);
-                CHECK(memcmp(y1, yn, (size_t) (n_tok * n_out) * 4) == 0,
-                      "threaded quantized matmul (type %u, %d threads, xq %d) differs from single-threaded",
-                      types[it], nt, once);
-            }
-            vlc_pool_free(pool);
+            check_threaded(w, types[it], x, n_in, n_out, n_tok, y1, yn, work, NULL, nt, 1);
+            check_threaded(w, types[it], x, n_in, n_out, n_tok, y1, yn, work, xq, nt, 1);
         }
         free(w);
         free(wf);
