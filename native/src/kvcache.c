@@ -1,6 +1,7 @@
 // kvcache.c: per layer and KV head buffers, growth, compaction and copies (kvcache.h).
 #include "kvcache.h"
 
+#include "backend.h"
 #include "error.h"
 #include "ops_cpu.h"
 #include "quant.h"
@@ -22,9 +23,9 @@ static size_t entry_bytes(const vlc_kvcache * kv) {
     return 2 * row_bytes(kv) + sizeof(int32_t);
 }
 
-static void head_free(vlc_kv_head * h) {
-    free(h->k);
-    free(h->v);
+static void head_free(const vlc_kvcache * kv, vlc_kv_head * h) {
+    kv->be->dealloc(kv->be, h->k);
+    kv->be->dealloc(kv->be, h->v);
     free(h->pos);
     memset(h, 0, sizeof(*h));
 }
@@ -32,21 +33,21 @@ static void head_free(vlc_kv_head * h) {
 // New buffers of cap entries for *h (old ones untouched); 0 when an allocation failed.
 static int head_alloc(const vlc_kvcache * kv, vlc_kv_head * h, int32_t cap) {
     const size_t sz = (size_t) cap * row_bytes(kv);
-    h->k   = malloc(sz ? sz : 1);
-    h->v   = malloc(sz ? sz : 1);
+    h->k   = kv->be->alloc(kv->be, sz);
+    h->v   = kv->be->alloc(kv->be, sz);
     h->pos = malloc(cap ? (size_t) cap * sizeof(int32_t) : 1);
     h->n   = 0;
     h->cap = cap;
     if (!h->k || !h->v || !h->pos) {
-        head_free(h);
+        head_free(kv, h);
         return 0;
     }
     return 1;
 }
 
-vlc_status vlc_kv_init(vlc_kvcache * kv, int32_t n_layer, int32_t n_head_kv, int32_t head_dim, uint32_t type,
-                       int32_t cap) {
-    *kv = (vlc_kvcache) { .n_layer = n_layer, .n_head_kv = n_head_kv, .head_dim = head_dim, .type = type };
+vlc_status vlc_kv_init(vlc_kvcache * kv, vlc_backend * be, int32_t n_layer, int32_t n_head_kv, int32_t head_dim,
+                       uint32_t type, int32_t cap) {
+    *kv = (vlc_kvcache) { .be = be, .n_layer = n_layer, .n_head_kv = n_head_kv, .head_dim = head_dim, .type = type };
     const int64_t  n     = n_heads(kv);
     const uint64_t total = (uint64_t) n * (uint64_t) cap * entry_bytes(kv);
     kv->heads = calloc((size_t) n, sizeof(vlc_kv_head));
@@ -66,7 +67,7 @@ vlc_status vlc_kv_init(vlc_kvcache * kv, int32_t n_layer, int32_t n_head_kv, int
 
 void vlc_kv_free(vlc_kvcache * kv) {
     for (int64_t i = 0; kv->heads && i < n_heads(kv); i++) {
-        head_free(&kv->heads[i]);
+        head_free(kv, &kv->heads[i]);
     }
     free(kv->heads);
     kv->heads = NULL;
@@ -91,22 +92,18 @@ vlc_status vlc_kv_reserve(vlc_kvcache * kv, int32_t n, int32_t limit) {
         int64_t cap = (int64_t) h->cap + h->cap / 2;
         cap         = cap < need ? need : cap;
         cap         = cap > (int64_t) h->n + limit ? (int64_t) h->n + limit : cap;
-        void * k    = realloc(h->k, (size_t) cap * row);
-        if (k) {
-            h->k = k;
-        }
-        void * v = k ? realloc(h->v, (size_t) cap * row) : NULL;
-        if (v) {
-            h->v = v;
-        }
-        int32_t * pos = v ? realloc(h->pos, (size_t) cap * sizeof(int32_t)) : NULL;
-        if (!pos) {
+        vlc_kv_head f;
+        if (!head_alloc(kv, &f, (int32_t) cap)) {
             return VLC_ERR(VLC_STATUS_OOM, "cannot grow KV head %" PRId64 " of layer %" PRId64 " to %" PRId64 " entries",
                            i % kv->n_head_kv, i / kv->n_head_kv, cap);
         }
-        h->pos = pos;
+        kv->be->copy(kv->be, f.k, h->k, (size_t) h->n * row);
+        kv->be->copy(kv->be, f.v, h->v, (size_t) h->n * row);
+        memcpy(f.pos, h->pos, (size_t) h->n * sizeof(int32_t));
+        f.n = h->n;
         kv->bytes += (uint64_t) (cap - h->cap) * entry_bytes(kv);
-        h->cap = (int32_t) cap;
+        head_free(kv, h);
+        *h = f;
     }
     return VLC_STATUS_OK;
 }
@@ -133,32 +130,35 @@ vlc_status vlc_kv_compact(vlc_kvcache * kv, const uint8_t * keep, int32_t m, int
     for (int64_t i = 0; i < nh; i++) {
         const vlc_kv_head * h  = &kv->heads[i];
         const uint8_t *     kp = keep + i * m;  // head i = il * Hkv + g
+        vlc_kv_head *       f  = &fresh[i];
         int32_t             n  = 0;
         for (int32_t e = 0; e < h->n; e++) {
             n += h->pos[e] >= m || kp[h->pos[e]];
         }
-        if (!head_alloc(kv, &fresh[i], n + room)) {
+        if (!head_alloc(kv, f, n + room)) {
             for (int64_t j = 0; j < i; j++) {
-                head_free(&fresh[j]);
+                head_free(kv, &fresh[j]);
             }
             free(fresh);
             return VLC_ERR(VLC_STATUS_OOM, "cannot allocate %d entries for KV head %" PRId64 " of layer %" PRId64,
                            n + room, i % kv->n_head_kv, i / kv->n_head_kv);
         }
+        for (int32_t e = 0; e < h->n; e++) {  // the kept entries' indices, in order, in f->pos for now
+            if (h->pos[e] >= m || kp[h->pos[e]]) {
+                f->pos[f->n++] = e;
+            }
+        }
         bytes += (uint64_t) (n + room) * entry_bytes(kv);
     }
     for (int64_t i = 0; i < nh; i++) {
-        vlc_kv_head *   h  = &kv->heads[i];
-        vlc_kv_head *   f  = &fresh[i];
-        const uint8_t * kp = keep + i * m;
-        for (int32_t e = 0; e < h->n; e++) {
-            if (h->pos[e] >= m || kp[h->pos[e]]) {
-                memcpy((char *) f->k + (size_t) f->n * row, (const char *) h->k + (size_t) e * row, row);
-                memcpy((char *) f->v + (size_t) f->n * row, (const char *) h->v + (size_t) e * row, row);
-                f->pos[f->n++] = h->pos[e];
-            }
+        vlc_kv_head * h = &kv->heads[i];
+        vlc_kv_head * f = &fresh[i];
+        kv->be->gather_rows(kv->be, f->k, h->k, f->pos, f->n, row);
+        kv->be->gather_rows(kv->be, f->v, h->v, f->pos, f->n, row);
+        for (int32_t e = 0; e < f->n; e++) {
+            f->pos[e] = h->pos[f->pos[e]];
         }
-        head_free(h);
+        head_free(kv, h);
         *h = *f;
     }
     free(fresh);
@@ -177,11 +177,11 @@ vlc_status vlc_kv_copy(vlc_kvcache * dst, const vlc_kvcache * src) {
             VLC_CHECK(head_alloc(dst, &f, h->cap), VLC_STATUS_OOM,
                       "cannot allocate %d entries for a copy of KV head %" PRId64, h->cap, i);
             dst->bytes = dst->bytes - (uint64_t) d->cap * entry_bytes(dst) + (uint64_t) h->cap * entry_bytes(dst);
-            head_free(d);
+            head_free(dst, d);
             *d = f;
         }
-        memcpy(d->k, h->k, (size_t) h->n * row);
-        memcpy(d->v, h->v, (size_t) h->n * row);
+        dst->be->copy(dst->be, d->k, h->k, (size_t) h->n * row);
+        dst->be->copy(dst->be, d->v, h->v, (size_t) h->n * row);
         memcpy(d->pos, h->pos, (size_t) h->n * sizeof(int32_t));
         d->n = h->n;
     }

@@ -25,6 +25,7 @@ typedef struct vlc_kv_head {
 } vlc_kv_head;
 
 typedef struct vlc_kvcache {
+    struct vlc_backend * be;   // whose memory holds K and V (positions are host memory)
     int32_t       n_layer, n_head_kv, head_dim;
     uint32_t      type;        // VLC_TYPE_F16 or VLC_TYPE_F32
     vlc_kv_head * heads;       // [L, Hkv]
@@ -36,9 +37,10 @@ static inline vlc_kv_head * vlc_kv_at(const vlc_kvcache * kv, int32_t il, int32_
     return &kv->heads[(int64_t) il * kv->n_head_kv + g];
 }
 
-// Every head with cap entries. On error *kv holds nothing (vlc_kv_free is still safe).
-vlc_status vlc_kv_init(vlc_kvcache * kv, int32_t n_layer, int32_t n_head_kv, int32_t head_dim, uint32_t type,
-                       int32_t cap);
+// Every head with cap entries, K and V in be's memory. On error *kv holds nothing
+// (vlc_kv_free is still safe).
+vlc_status vlc_kv_init(vlc_kvcache * kv, struct vlc_backend * be, int32_t n_layer, int32_t n_head_kv,
+                       int32_t head_dim, uint32_t type, int32_t cap);
 void       vlc_kv_free(vlc_kvcache * kv);
 // Empties every head (buffers and capacities stay) and clears the compressed mark.
 void       vlc_kv_clear(vlc_kvcache * kv);
@@ -49,7 +51,7 @@ void       vlc_kv_clear(vlc_kvcache * kv);
 vlc_status vlc_kv_reserve(vlc_kvcache * kv, int32_t n, int32_t limit);
 
 // Writes entry e (h->n <= e < h->cap) of head h from the f32 rows k and v ([D] each),
-// converted to the cache's type. The entries written count once vlc_kv_advance says so:
+// converted to the cache's type (the CPU backend's kv_store; host memory). The entries written count once vlc_kv_advance says so:
 // until then attention may read them and h->n still says what came before them.
 void vlc_kv_put(const vlc_kvcache * kv, vlc_kv_head * h, int32_t e, const float * k, const float * v, int32_t pos);
 // n more entries in use in every head of layer il.

@@ -1,12 +1,15 @@
-// text.c: the Llama decoder's session state and forward pass on the CPU.
+// text.c: the Llama decoder's session state and forward pass, written against the
+// backend seam (backend.h).
 //
-// Is: the session's state (its KV cache, kvcache.h; its attention statistics, stats.h;
-// one scratch slab sized at create from n_batch; the thread pool) and vlc_text_forward:
+// Is: the session's state (its backend, which owns the threads and kernel scratch; its
+// KV cache, kvcache.h; its attention statistics, stats.h; one activation slab in backend
+// memory sized at create from n_batch) and vlc_text_forward:
 // embed -> L x (RMSNorm, Q/K/V, RoPE, causal GQA attention, Wo + residual, RMSNorm,
 // SwiGLU MLP + residual) -> final RMSNorm -> logits of the rows asked for. Prefill runs
 // in chunks of n_batch tokens; decode is the same path with n = 1.
 // Also: batched decoding (one step for many states of one model).
-// Is not: the kernels themselves (ops_cpu.c), argument checks of the public API (api.c),
+// Is not: the ops and how they split into tasks (backend_cpu.c), argument checks of the
+// public API (api.c),
 // the KV store (kvcache.c), the statistics' bookkeeping (stats.c), the policies
 // (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from create on; a
 // compacted head grows (1.5x, up to what the context can still take) when a forward
@@ -15,11 +18,10 @@
 // Hkv = n_head_kv, G = H / Hkv, D = head_dim, F = n_ff, V = n_vocab, L = n_layer.
 #include "model.h"
 
+#include "backend.h"
 #include "error.h"
 #include "kvcache.h"
 #include "ops_cpu.h"
-#include "ops_qsimd.h"
-#include "ops_simd.h"
 #include "quant.h"
 #include "stats.h"
 #include "threads.h"
@@ -39,15 +41,14 @@ struct vlc_text_state {
     int32_t           n_batch;     // B
     int32_t           n_threads;
     int32_t           n_past;      // tokens run so far = position of the next token
+    vlc_backend *     be;          // runs every op; owns the threads and kernel scratch
     vlc_kvcache       kv;          // [L, Hkv] heads, their lengths, positions and type
     vlc_stats         stats;       // off unless vlc_text_state_set_stats turned it on
-
-    vlc_pool *        pool;
 
     const float **    norm;        // [2L + 1] f32 views: attn_norm at 2l, ffn_norm at 2l+1, output_norm at 2L
     float *           norm_f32;    // [2L + 1, C] converted norms when the file's are not F32, else NULL
 
-    float *           slab;        // everything below points into it
+    float *           slab;        // backend memory; everything below points into it
     float *           x;           // [B, C]    residual stream
     float *           xn;          // [B, C]    normalised input of a sub-block
     float *           q;           // [B, H*D]
@@ -56,14 +57,9 @@ struct vlc_text_state {
     float *           att;         // [B, H*D]  attention output, heads concatenated
     float *           gate;        // [B, F]
     float *           up;          // [B, F]
-    float *           rope;        // [B, D]    (cos, sin) pairs per position of the chunk
-    float *           work;        // [n_threads, work_stride] per-thread kernel scratch
-    size_t            work_stride; // floats
     float *           logits;      // [V] logits of the last position run
-    void *            xq[3];       // [B, act row bytes] matmul inputs quantized for the block
-                                   // weight types, per vlc_act_kind (NULL when no weight needs it)
-    void *            xlaid;       // [VLC_QMM_TASK_MIN_TOK, laid bytes] the Q8A rows of a decode
-                                   // step laid out once for the row kernels (vlc_qact_lay)
+    int32_t *         pos;         // host, [B] positions of the rows of a step
+    vlc_attn_seq *    seqs;        // host, [B] the sequences of a step
     int               has_logits;
 };
 
@@ -105,10 +101,6 @@ static vlc_status norms_init(vlc_text_state * st) {
     return VLC_STATUS_OK;
 }
 
-// Fewer tokens than this run a matmul as a decode step: activations quantized (and laid
-// out) on the calling thread, a few long row ranges per thread.
-enum { VLC_QMM_TASK_MIN_TOK = 16 };
-
 // The widest matmul input of the decoder: n_embd, n_head * head_dim or n_ff.
 static int64_t max_matmul_in(const vlc_hparams * hp) {
     const int64_t HD = (int64_t) hp->n_head * hp->head_dim;
@@ -116,68 +108,57 @@ static int64_t max_matmul_in(const vlc_hparams * hp) {
     return m > hp->n_ff ? m : hp->n_ff;
 }
 
-// The buffer for the activations of weight w, quantized once per matmul job (one per
-// activation kind, rows as wide as any matmul input); nothing for float weights.
-static vlc_status xq_need(vlc_text_state * st, const vlc_weight * w) {
-    const int kind = vlc_act_kind(w->type);
-    if (!kind || st->xq[kind]) {
-        return VLC_STATUS_OK;
-    }
-    const size_t bytes = (size_t) st->n_batch * vlc_act_row_bytes(w->type, max_matmul_in(&st->m->hp));
-    st->xq[kind]       = aligned_alloc(64, (bytes + 63) & ~(size_t) 63);
-    VLC_CHECK(st->xq[kind] != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of quantized activations", bytes);
-    if (kind == VLC_ACT_Q8A) {
-        const size_t lb = (size_t) VLC_QMM_TASK_MIN_TOK * vlc_qact_laid_bytes(w->type, max_matmul_in(&st->m->hp));
-        st->xlaid       = aligned_alloc(64, (lb + 63) & ~(size_t) 63);
-        VLC_CHECK(st->xlaid != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of decode activations", lb);
-    }
-    return VLC_STATUS_OK;
-}
-
-static vlc_status xq_alloc(vlc_text_state * st) {
-    const vlc_model * m = st->m;
-    VLC_TRY(xq_need(st, &m->output));
-    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+// The backend's kernel scratch for steps of up to B rows over this model's weights.
+static vlc_status backend_reserve(vlc_text_state * st) {
+    const vlc_model *   m  = st->m;
+    const vlc_hparams * hp = &m->hp;
+    uint32_t            types[8] = { m->output.type };
+    int32_t             n_types  = 1;
+    for (int32_t il = 0; il < hp->n_layer; il++) {
         const vlc_layer * L = &m->layers[il];
-        const vlc_weight * ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) {
-            VLC_TRY(xq_need(st, ws[i]));
+        const uint32_t    ts[] = { L->wq.type, L->wk.type, L->wv.type, L->wo.type, L->w_gate.type, L->w_up.type,
+                                   L->w_down.type };
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+            int seen = 0;
+            for (int32_t k = 0; k < n_types; k++) {
+                seen |= types[k] == ts[i];
+            }
+            if (!seen && n_types < 8) {
+                types[n_types++] = ts[i];
+            }
         }
     }
-    return VLC_STATUS_OK;
+    const vlc_backend_need need = { .max_rows = st->n_batch, .max_in = max_matmul_in(hp),
+                                    .G = hp->n_head / hp->n_head_kv, .D = hp->head_dim,
+                                    .types = types, .n_types = n_types };
+    return st->be->reserve(st->be, &need);
 }
 
 static vlc_status slab_alloc(vlc_text_state * st) {
     const vlc_hparams * hp = &st->m->hp;
     const size_t B = (size_t) st->n_batch, C = (size_t) hp->n_embd, F = (size_t) hp->n_ff;
     const size_t D = (size_t) hp->head_dim, HD = (size_t) hp->n_head * D, KD = (size_t) hp->n_head_kv * D;
-    const int32_t G = hp->n_head / hp->n_head_kv;
-
-    size_t ws     = (size_t) VLC_MATMUL_ROWS * (size_t) max_matmul_in(hp);
-    size_t wa     = vlc_cpu_attn_work_floats(G, hp->head_dim);
-    size_t wst    = vlc_cpu_attn_stats_work_floats(hp->head_dim);
-    wa            = wa > wst ? wa : wst;
-    st->work_stride = round16(ws > wa ? ws : wa);
 
     const size_t sizes[] = {
         round16(B * C), round16(B * C), round16(B * HD), round16(B * KD), round16(B * KD),
-        round16(B * HD), round16(B * F), round16(B * F), round16(B * D),
-        st->work_stride * (size_t) st->n_threads, round16((size_t) hp->n_vocab),
+        round16(B * HD), round16(B * F), round16(B * F), round16((size_t) hp->n_vocab),
     };
-    float ** ptrs[] = { &st->x, &st->xn, &st->q, &st->k, &st->v, &st->att, &st->gate, &st->up, &st->rope,
-                        &st->work, &st->logits };
+    float ** ptrs[] = { &st->x, &st->xn, &st->q, &st->k, &st->v, &st->att, &st->gate, &st->up, &st->logits };
     size_t total = 0;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         total += sizes[i];
     }
-    st->slab = aligned_alloc(64, total * sizeof(float));
-    VLC_CHECK(st->slab != NULL, VLC_STATUS_OOM, "cannot allocate the session scratch: %zu bytes (n_batch = %d, %d threads)",
-              total * sizeof(float), st->n_batch, st->n_threads);
+    st->slab = st->be->alloc(st->be, total * sizeof(float));
+    VLC_CHECK(st->slab != NULL, VLC_STATUS_OOM, "cannot allocate the session scratch: %zu bytes (n_batch = %d)",
+              total * sizeof(float), st->n_batch);
     size_t off = 0;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         *ptrs[i] = st->slab + off;
         off += sizes[i];
     }
+    st->pos  = malloc(B * sizeof(int32_t));
+    st->seqs = malloc(B * sizeof(vlc_attn_seq));
+    VLC_CHECK(st->pos != NULL && st->seqs != NULL, VLC_STATUS_OOM, "cannot allocate %zu step records", B);
     return VLC_STATUS_OK;
 }
 
@@ -211,7 +192,10 @@ vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params *
     st->n_batch   = n_batch;
     st->n_threads = n_threads;
 
-    vlc_status s = vlc_kv_init(&st->kv, hp->n_layer, hp->n_head_kv, hp->head_dim, (uint32_t) prm.type_kv, n_ctx);
+    vlc_status s = vlc_backend_cpu_create(n_threads, &st->be);
+    if (s == VLC_STATUS_OK) {
+        s = vlc_kv_init(&st->kv, st->be, hp->n_layer, hp->n_head_kv, hp->head_dim, (uint32_t) prm.type_kv, n_ctx);
+    }
     if (s == VLC_STATUS_OK) {
         s = norms_init(st);
     }
@@ -219,10 +203,7 @@ vlc_status vlc_text_state_create(const vlc_model * m, const vlc_session_params *
         s = slab_alloc(st);
     }
     if (s == VLC_STATUS_OK) {
-        s = xq_alloc(st);
-    }
-    if (s == VLC_STATUS_OK) {
-        s = vlc_pool_create(n_threads, &st->pool);
+        s = backend_reserve(st);
     }
     if (s != VLC_STATUS_OK) {
         vlc_text_state_free(st);
@@ -236,16 +217,16 @@ void vlc_text_state_free(vlc_text_state * st) {
     if (!st) {
         return;
     }
-    vlc_pool_free(st->pool);
     vlc_stats_free(&st->stats);
     vlc_kv_free(&st->kv);
     free(st->norm);
     free(st->norm_f32);
-    free(st->slab);
-    for (int i = 0; i < 3; i++) {
-        free(st->xq[i]);
+    if (st->be) {
+        st->be->dealloc(st->be, st->slab);
     }
-    free(st->xlaid);
+    free(st->pos);
+    free(st->seqs);
+    vlc_backend_free(st->be);
     free(st);
 }
 
@@ -270,299 +251,86 @@ const float * vlc_text_state_logits(const vlc_text_state * st) {
 }
 
 // ---------------------------------------------------------------------------
-// parallel pieces of the forward pass
+// forward: the model, layer by layer, as backend ops over T rows in the state's scratch
 
-// What the per-token and per-head tasks of one chunk read.
-typedef struct fwd_ctx {
-    vlc_text_state * st;
-    int32_t          il;      // layer
-    int32_t          p0;      // position of the chunk's first token
-    const int32_t *  tokens;  // [T] or NULL
-    const float *    embd;    // [T, C] or NULL
-    const float *    src;     // rmsnorm input rows  [*, C]
-    float *          dst;     // rmsnorm output rows [*, C]
-    const float *    w;       // rmsnorm weight [C]
-    int32_t          T;       // tokens in the chunk
-    int32_t          ml_lo;   // chunk rows [ml_lo, ml_hi) keep their softmax (max, sum) in stats.ml
-    int32_t          ml_hi;
-    int32_t          arows;   // rows per attention task (a block of consecutive chunk rows)
-} fwd_ctx;
-
-static void embed_task(void * ctx, int64_t i, int ith) {
-    const fwd_ctx *   c = ctx;
-    const vlc_model * m = c->st->m;
-    const int64_t     C = m->hp.n_embd;
-    float *           x = c->st->x + i * C;
-    if (c->tokens) {
-        const size_t row = vlc_row_bytes(m->tok_embd.type, C);
-        vlc_cpu_to_f32(x, (const char *) m->tok_embd.data + (size_t) c->tokens[i] * row, m->tok_embd.type, C);
-    } else {
-        memcpy(x, c->embd + i * C, (size_t) C * sizeof(float));
-    }
-    const vlc_hparams * hp = &m->hp;
-    vlc_cpu_rope_table(c->st->rope + i * hp->head_dim, c->p0 + (int32_t) i, hp->head_dim, hp->rope_freq_base,
-                       hp->rope_freq_scale);
-}
-
-static void rmsnorm_task(void * ctx, int64_t i, int ith) {
-    const fwd_ctx * c = ctx;
-    const int64_t   C = c->st->m->hp.n_embd;
-    vlc_cpu_rmsnorm(c->dst + i * C, c->src + i * C, c->w, C, c->st->m->hp.rms_eps);
-}
-
-static void rope_task(void * ctx, int64_t i, int ith) {
-    const fwd_ctx *     c  = ctx;
-    const vlc_hparams * hp = &c->st->m->hp;
-    const int64_t       D  = hp->head_dim;
-    const float *       cs = c->st->rope + i * D;
-    vlc_cpu_rope(c->st->q + i * hp->n_head * D, hp->n_head, hp->head_dim, cs);
-    vlc_cpu_rope(c->st->k + i * hp->n_head_kv * D, hp->n_head_kv, hp->head_dim, cs);
-}
-
-// Appends the chunk's K and V rows of KV head g to its buffers (length updated later).
-static void kv_store_task(void * ctx, int64_t g, int ith) {
-    const fwd_ctx *        c  = ctx;
-    const vlc_text_state * st = c->st;
-    const int64_t          KD = (int64_t) st->kv.n_head_kv * st->kv.head_dim, o = g * st->kv.head_dim;
-    vlc_kv_head *          h  = vlc_kv_at(&st->kv, c->il, (int32_t) g);
-    for (int32_t i = 0; i < c->T; i++) {
-        vlc_kv_put(&st->kv, h, h->n + i, st->k + i * KD + o, st->v + i * KD + o, c->p0 + i);
-    }
-}
-
-// Rows [i0, i1) of the chunk (block b, the longest rows first), KV head g: their G query
-// heads attend causally to the head's entries from before the chunk plus the chunk's
-// first i + 1. One kernel call per block, so each K / V tile is converted once per block;
-// a row's bits do not depend on the block (ops_cpu.h), hence not on the thread count,
-// n_batch or the chunking either.
-static void attn_task(void * ctx, int64_t task, int ith) {
-    const fwd_ctx *        c  = ctx;
-    const vlc_text_state * st = c->st;
-    const vlc_hparams *    hp = &st->m->hp;
-    const int64_t          nb = (c->T + c->arows - 1) / c->arows;
-    const int64_t          b = nb - 1 - task / hp->n_head_kv, g = task % hp->n_head_kv;
-    const int64_t          i0 = b * c->arows, i1 = i0 + c->arows < c->T ? i0 + c->arows : c->T;
-    const int32_t          G  = hp->n_head / hp->n_head_kv;
-    const int64_t          D  = hp->head_dim, HD = (int64_t) hp->n_head * D;
-    const vlc_kv_head *    h  = vlc_kv_at(&st->kv, c->il, (int32_t) g);
-    const float            scale = 1.0f / sqrtf((float) hp->head_dim);
-    float *                ml = NULL;  // [T, H, 2]: kept for every row when a statistics set is on
-    if (c->ml_lo < c->ml_hi) {
-        ml = st->stats.ml + (i0 * hp->n_head + g * G) * 2;
-    }
-    vlc_cpu_attn_rows(st->att + i0 * HD + g * G * D, HD, ml, (int64_t) hp->n_head * 2, st->q + i0 * HD + g * G * D, HD,
-                      (int32_t) (i1 - i0), h->n + i0 + 1, 1, G, h->k, h->v, st->kv.type, hp->head_dim, scale,
-                      st->work + (size_t) ith * st->work_stride);
-}
-
-static void swiglu_task(void * ctx, int64_t i, int ith) {
-    const fwd_ctx * c = ctx;
-    const int64_t   F = c->st->m->hp.n_ff;
-    vlc_cpu_swiglu(c->st->gate + i * F, c->st->gate + i * F, c->st->up + i * F, F);
-}
-
-// Up to three matmuls that read the same input, run as one pool job:
-// y_k[t, o] (+)= W_k[o, :] . x[t, :], tasks = blocks of VLC_MATMUL_ROWS rows of each W_k.
-typedef struct mm_out {
-    float *            y;      // [T, ldy]
-    int64_t            ldy;
-    const vlc_weight * w;      // [n_out, n_in]
-    int                accumulate;
-    const void *       xq;     // block-quantized w: x quantized for it ([T] activation rows), else NULL
-    const void *       laid;   // decode steps of legacy types: xq laid out (vlc_qact_lay), else NULL
-} mm_out;
-
-// Quantized prefill: rows per task, so that the activations a call interleaves for its
-// token groups (ops_qsimd.c) are reused over many weight rows.
-enum { VLC_QMM_TASK_ROWS = 128 };
-
-// Decode matmuls: tasks per thread. Handing out 16-row tasks instead interleaved the
-// threads' weight streams and left decode at the sum of compute and memory time (Q4_K_M
-// tg128 on 2 threads: 34.7 tok/s with 16-row tasks, 48.2 with 1, 2 or 4 ranges per thread).
-enum { VLC_DECODE_TASKS = 4 };
-
-typedef struct mm_job {
-    const float * x;      // [T, n_in]
-    int64_t       n_in;
-    int64_t       T;
-    int           n;
-    mm_out        out[3];
-    int64_t       first[4];  // first task of each output; first[n] = total
-    int64_t       rows[3];   // output rows per task of each output
-    float *       work;
-    size_t        work_stride;
-} mm_job;
-
-static void mm_task(void * ctx, int64_t task, int ith) {
-    const mm_job * j = ctx;
-    int            k = 0;
-    while (task >= j->first[k + 1]) {
-        k++;
-    }
-    const mm_out * o     = &j->out[k];
-    const int64_t  n_out = o->w->ne[1];
-    const int64_t  r0    = (task - j->first[k]) * j->rows[k];
-    const int64_t  r1    = r0 + j->rows[k] < n_out ? r0 + j->rows[k] : n_out;
-    if (o->xq) {
-        vlc_qmatmul_rows(o->y, o->ldy, o->w->data, o->w->type, o->xq, j->n_in, j->T, r0, r1, o->accumulate,
-                         o->laid);
-    } else {
-        vlc_cpu_matmul_rows(o->y, o->ldy, o->w->data, o->w->type, j->x, j->n_in, j->n_in, j->T, r0, r1,
-                            o->accumulate, j->work + (size_t) ith * j->work_stride);
-    }
-}
-
-typedef struct xq_job {
-    const float * x;      // [T, n_in]
-    int64_t       n_in;
-    uint32_t      wtype;  // a weight type of the activation kind
-    char *        xq;     // [T, rb]
-    size_t        rb;
-} xq_job;
-
-static void xq_task(void * ctx, int64_t t, int ith) {
-    const xq_job * j = ctx;
-    vlc_quantize_act_row(j->wtype, j->x + t * j->n_in, j->xq + (size_t) t * j->rb, j->n_in);
-}
-
-static void mm_run(vlc_text_state * st, const float * x, int64_t n_in, int64_t T, int n, const mm_out * outs) {
-    mm_job j = { .x = x, .n_in = n_in, .T = T, .n = n, .work = st->work, .work_stride = st->work_stride };
-    j.first[0] = 0;
-    int done[3] = { 0, 0, 0 };  // activation kinds quantized for this job
-    for (int k = 0; k < n; k++) {
-        j.out[k]       = outs[k];
-        const int kind = vlc_act_kind(outs[k].w->type);
-        if (kind) {  // quantize x once per kind, shared by every output that reads it
-            if (!done[kind]) {
-                xq_job q = { x, n_in, outs[k].w->type, st->xq[kind], vlc_act_row_bytes(outs[k].w->type, n_in) };
-                if (T < VLC_QMM_TASK_MIN_TOK) {  // decode: one row, not worth waking the pool
-                    for (int64_t t = 0; t < T; t++) {
-                        xq_task(&q, t, 0);
-                    }
-                    if (kind == VLC_ACT_Q8A) {  // and laid out once for every row task
-                        vlc_qact_lay(outs[k].w->type, q.xq, n_in, T, st->xlaid);
-                    }
-                } else {
-                    vlc_pool_run(st->pool, xq_task, &q, T);
-                }
-                done[kind] = 1;
-            }
-            j.out[k].xq   = st->xq[kind];
-            j.out[k].laid = kind == VLC_ACT_Q8A && T < VLC_QMM_TASK_MIN_TOK ? st->xlaid : NULL;
-        }
-        // Rows per task (the bits never depend on them). Few tokens (decode): the time is the
-        // weight stream, so each thread gets a few long contiguous ranges that the hardware
-        // and software prefetchers follow as one stream. Many tokens: float weights as many
-        // rows as the SIMD GEMM reuses x over, while every thread still gets at least 4 tasks.
-        const int64_t n_out = outs[k].w->ne[1];
-        const int64_t n_th  = st->n_threads;
-        int64_t       rows;
-        if (T < VLC_QMM_TASK_MIN_TOK) {
-            rows = (n_out + VLC_DECODE_TASKS * n_th - 1) / (VLC_DECODE_TASKS * n_th);
-            rows = (rows + VLC_MATMUL_ROWS - 1) / VLC_MATMUL_ROWS * VLC_MATMUL_ROWS;
-        } else {
-            rows = kind ? VLC_QMM_TASK_ROWS : vlc_simd_task_rows(n_in, T);
-            while (rows > VLC_MATMUL_ROWS && n_out < 4 * n_th * rows) {
-                rows = rows / 2 > VLC_MATMUL_ROWS ? rows / 2 : VLC_MATMUL_ROWS;
-            }
-        }
-        j.rows[k]      = rows;
-        j.first[k + 1] = j.first[k] + (n_out + rows - 1) / rows;
-    }
-    vlc_pool_run(st->pool, mm_task, &j, j.first[n]);
-}
-
-// ---------------------------------------------------------------------------
-// forward
-
-// The first half of layer il for the T rows of c: attention rmsnorm, then Q, K and V (RoPE
-// applied) into st->q, st->k, st->v.
-static void layer_qkv(vlc_text_state * st, fwd_ctx * c, const vlc_layer * L, int32_t il) {
+// Layer il for the T rows in st->x, at positions st->pos, of the sequences st->seqs[0 ..
+// n_seqs) (one sequence of T rows for a prefill chunk, T of one row each for a batched
+// decode step); ml: where the attention keeps each row's softmax (max, sum) for the
+// statistics, or NULL.
+static void layer(vlc_text_state * st, int32_t il, int32_t T, int32_t n_seqs, float * ml) {
+    vlc_backend *       be = st->be;
     const vlc_hparams * hp = &st->m->hp;
+    const vlc_layer *   L  = &st->m->layers[il];
+    const int64_t       C = hp->n_embd, F = hp->n_ff;
     const int64_t       HD = (int64_t) hp->n_head * hp->head_dim, KD = (int64_t) hp->n_head_kv * hp->head_dim;
-    c->src = st->x;
-    c->dst = st->xn;
-    c->w   = st->norm[2 * il];
-    vlc_pool_run(st->pool, rmsnorm_task, c, c->T);
-    const mm_out o[3] = { { .y = st->q, .ldy = HD, .w = &L->wq },
-                          { .y = st->k, .ldy = KD, .w = &L->wk },
-                          { .y = st->v, .ldy = KD, .w = &L->wv } };
-    mm_run(st, st->xn, hp->n_embd, c->T, 3, o);
-    vlc_pool_run(st->pool, rope_task, c, c->T);
+
+    // attention: x += Wo attn(rope(Wq xn), rope(Wk xn), Wv xn), xn = rmsnorm(x)
+    be->rmsnorm(be, st->xn, st->x, st->norm[2 * il], T, C, hp->rms_eps);
+    const vlc_mm qkv[3] = { { .y = st->q, .ldy = HD, .w = &L->wq },
+                            { .y = st->k, .ldy = KD, .w = &L->wk },
+                            { .y = st->v, .ldy = KD, .w = &L->wv } };
+    be->matmul(be, st->xn, C, T, 3, qkv);
+    be->rope(be, st->q, hp->n_head, st->k, hp->n_head_kv, st->pos, T, hp->head_dim, hp->rope_freq_base,
+             hp->rope_freq_scale);
+    be->kv_store(be, st->seqs, n_seqs, il, st->k, st->v);
+    be->attention(be, st->att, st->q, hp->n_head, st->seqs, n_seqs, il, ml);
+    if (ml) {
+        be->attn_stats(be, &st->stats, &st->kv, il, st->pos[0], T, st->q);
+    }
+    for (int32_t i = 0; i < n_seqs; i++) {
+        vlc_kv_advance(st->seqs[i].kv, il, st->seqs[i].n);
+    }
+    const vlc_mm wo = { .y = st->x, .ldy = C, .w = &L->wo, .accumulate = 1 };
+    be->matmul(be, st->att, HD, T, 1, &wo);
+
+    // MLP: x += W_down (silu(W_gate xn) * W_up xn), xn = rmsnorm(x)
+    be->rmsnorm(be, st->xn, st->x, st->norm[2 * il + 1], T, C, hp->rms_eps);
+    const vlc_mm gu[2] = { { .y = st->gate, .ldy = F, .w = &L->w_gate }, { .y = st->up, .ldy = F, .w = &L->w_up } };
+    be->matmul(be, st->xn, C, T, 2, gu);
+    be->swiglu(be, st->gate, st->up, T, F);
+    const vlc_mm down = { .y = st->x, .ldy = C, .w = &L->w_down, .accumulate = 1 };
+    be->matmul(be, st->gate, F, T, 1, &down);
 }
 
-// The second half, after the attention wrote st->att: output projection + residual, then
-// the FFN down(silu(gate(x)) * up(x)) + residual.
-static void layer_ffn(vlc_text_state * st, fwd_ctx * c, const vlc_layer * L, int32_t il) {
-    const vlc_hparams * hp = &st->m->hp;
-    const int64_t       C = hp->n_embd, HD = (int64_t) hp->n_head * hp->head_dim, F = hp->n_ff;
-    const mm_out        wo = { .y = st->x, .ldy = C, .w = &L->wo, .accumulate = 1 };
-    mm_run(st, st->att, HD, c->T, 1, &wo);
-    c->w = st->norm[2 * il + 1];
-    vlc_pool_run(st->pool, rmsnorm_task, c, c->T);
-    const mm_out gu[2] = { { .y = st->gate, .ldy = F, .w = &L->w_gate }, { .y = st->up, .ldy = F, .w = &L->w_up } };
-    mm_run(st, st->xn, C, c->T, 2, gu);
-    vlc_pool_run(st->pool, swiglu_task, c, c->T);
-    const mm_out down = { .y = st->x, .ldy = C, .w = &L->w_down, .accumulate = 1 };
-    mm_run(st, st->gate, F, c->T, 1, &down);
-}
-
-// Final norm of rows [lo, T) of c and their logits into y.
-static void logits_rows(vlc_text_state * st, fwd_ctx * c, int32_t lo, float * y) {
+// Final norm of rows [lo, T) and their logits into y.
+static void logits_rows(vlc_text_state * st, int32_t lo, int32_t T, float * y) {
+    vlc_backend *       be = st->be;
     const vlc_hparams * hp = &st->m->hp;
     const int64_t       C  = hp->n_embd;
-    c->src = st->x + lo * C;
-    c->dst = st->xn + lo * C;
-    c->w   = st->norm[2 * hp->n_layer];
-    vlc_pool_run(st->pool, rmsnorm_task, c, c->T - lo);
-    const mm_out o = { .y = y, .ldy = hp->n_vocab, .w = &st->m->output };
-    mm_run(st, st->xn + lo * C, C, c->T - lo, 1, &o);
+    be->rmsnorm(be, st->xn + lo * C, st->x + lo * C, st->norm[2 * hp->n_layer], T - lo, C, hp->rms_eps);
+    const vlc_mm o = { .y = y, .ldy = hp->n_vocab, .w = &st->m->output };
+    be->matmul(be, st->xn + lo * C, C, T - lo, 1, &o);
 }
 
 // Runs one chunk of T <= B tokens at positions n_past .. n_past+T-1 and writes the logits
 // of the chunk rows [lo, T) into y ([T - lo, V]) when y != NULL.
 static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const float * embd, int32_t T,
                           int32_t lo, float * y) {
-    const vlc_model *   m  = st->m;
-    const vlc_hparams * hp = &m->hp;
-    fwd_ctx             c  = { .st = st, .p0 = st->n_past, .tokens = tokens, .embd = embd, .T = T };
-
-    // chunk rows some statistics set covers (their softmax max and sum are kept)
-    vlc_stats_chunk_rows(&st->stats, c.p0, T, &c.ml_lo, &c.ml_hi);
-
-    // attention tasks: blocks of one kernel pass of rows, halved while there would be fewer
-    // than 4 tasks per thread (any block size gives the same bits)
-    c.arows = vlc_cpu_attn_pass_rows(hp->n_head / hp->n_head_kv);
-    while (c.arows > 1 && ((T + c.arows - 1) / c.arows) * hp->n_head_kv < 4 * st->n_threads) {
-        c.arows = (c.arows + 1) / 2;
+    vlc_backend *       be = st->be;
+    const vlc_hparams * hp = &st->m->hp;
+    const int32_t       p0 = st->n_past;
+    for (int32_t i = 0; i < T; i++) {
+        st->pos[i] = p0 + i;
     }
+    st->seqs[0] = (vlc_attn_seq) { .kv = &st->kv, .row = 0, .n = T, .pos = p0 };
 
-    // embeddings (and the RoPE angles of the chunk's positions)
-    vlc_pool_run(st->pool, embed_task, &c, T);
+    // chunk rows some statistics set covers keep their softmax max and sum in stats.ml
+    int32_t ml_lo, ml_hi;
+    vlc_stats_chunk_rows(&st->stats, p0, T, &ml_lo, &ml_hi);
 
+    if (tokens) {
+        be->embed(be, st->x, &st->m->tok_embd, tokens, T);
+    } else {
+        be->upload(be, st->x, embd, (size_t) T * (size_t) hp->n_embd * sizeof(float));
+    }
     for (int32_t il = 0; il < hp->n_layer; il++) {
-        const vlc_layer * L = &m->layers[il];
-        c.il                = il;
-
-        layer_qkv(st, &c, L, il);
-
-        // append K and V to the cache
-        vlc_pool_run(st->pool, kv_store_task, &c, hp->n_head_kv);
-
-        // attention (and the statistics of the rows some set asks for)
-        vlc_pool_run(st->pool, attn_task, &c, ((T + c.arows - 1) / c.arows) * hp->n_head_kv);
-        if (c.ml_lo < c.ml_hi) {
-            vlc_stats_gather(&st->stats, &st->kv, il, c.p0, T, st->q, st->pool, st->work, st->work_stride);
-        }
-        vlc_kv_advance(&st->kv, il, T);
-
-        layer_ffn(st, &c, L, il);
+        layer(st, il, T, 1, ml_lo < ml_hi ? st->stats.ml : NULL);
     }
     st->n_past += T;
 
     // final norm and logits, only for the rows asked for
     if (y && lo < T) {
-        logits_rows(st, &c, lo, y);
+        logits_rows(st, lo, T, y);
     }
 }
 
@@ -610,61 +378,19 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
 // per-row ops run once over the n rows in the first state's scratch and pool; only the KV
 // store and the attention are per state, each row against its own cache.
 
-typedef struct batch_ctx {
-    vlc_text_state *         st;      // whose scratch and pool run the step
-    vlc_text_state * const * sts;     // [T] the row's states
-    const int32_t *          tokens;  // [T]
-    int32_t                  il;
-} batch_ctx;
-
-static void embed_batch_task(void * ctx, int64_t i, int ith) {
-    const batch_ctx *   b  = ctx;
-    vlc_text_state *    st = b->st;
-    const vlc_model *   m  = st->m;
-    const vlc_hparams * hp = &m->hp;
-    const int64_t       C  = hp->n_embd;
-    const size_t        row = vlc_row_bytes(m->tok_embd.type, C);
-    vlc_cpu_to_f32(st->x + i * C, (const char *) m->tok_embd.data + (size_t) b->tokens[i] * row, m->tok_embd.type, C);
-    vlc_cpu_rope_table(st->rope + i * hp->head_dim, b->sts[i]->n_past, hp->head_dim, hp->rope_freq_base,
-                       hp->rope_freq_scale);
-}
-
-// Task = (row i, KV head g): row i's K and V appended to state i's cache, then its G query
-// heads attend over that head's entries (the call a one-row forward_chunk makes).
-static void attn_batch_task(void * ctx, int64_t task, int ith) {
-    const batch_ctx *        b  = ctx;
-    const vlc_text_state *   st = b->st;
-    const vlc_hparams *      hp = &st->m->hp;
-    const int64_t            i = task / hp->n_head_kv, g = task % hp->n_head_kv;
-    const vlc_text_state *   si = b->sts[i];
-    const int32_t            G  = hp->n_head / hp->n_head_kv;
-    const int64_t            D = hp->head_dim, HD = (int64_t) hp->n_head * D, KD = (int64_t) hp->n_head_kv * D;
-    vlc_kv_head *            h  = vlc_kv_at(&si->kv, b->il, (int32_t) g);
-    vlc_kv_put(&si->kv, h, h->n, st->k + i * KD + g * D, st->v + i * KD + g * D, si->n_past);
-    vlc_cpu_attn_rows(st->att + i * HD + g * G * D, HD, NULL, 0, st->q + i * HD + g * G * D, HD, 1, h->n + 1, 1, G,
-                      h->k, h->v, si->kv.type, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
-                      st->work + (size_t) ith * st->work_stride);
-}
-
 // T <= st->n_batch rows in st's scratch; logits of every row into y [T, V].
 static void forward_batch_chunk(vlc_text_state * st, vlc_text_state * const * sts, const int32_t * tokens, int32_t T,
                                 float * y) {
-    const vlc_model *   m  = st->m;
-    const vlc_hparams * hp = &m->hp;
-    batch_ctx           b  = { .st = st, .sts = sts, .tokens = tokens };
-    fwd_ctx             c  = { .st = st, .T = T };  // the per-row tasks of forward_chunk
-    vlc_pool_run(st->pool, embed_batch_task, &b, T);
-    for (int32_t il = 0; il < hp->n_layer; il++) {
-        const vlc_layer * L = &m->layers[il];
-        layer_qkv(st, &c, L, il);
-        b.il = il;
-        vlc_pool_run(st->pool, attn_batch_task, &b, (int64_t) T * hp->n_head_kv);
-        for (int32_t i = 0; i < T; i++) {
-            vlc_kv_advance(&sts[i]->kv, il, 1);
-        }
-        layer_ffn(st, &c, L, il);
+    const vlc_hparams * hp = &st->m->hp;
+    for (int32_t i = 0; i < T; i++) {
+        st->pos[i]  = sts[i]->n_past;
+        st->seqs[i] = (vlc_attn_seq) { .kv = &sts[i]->kv, .row = i, .n = 1, .pos = sts[i]->n_past };
     }
-    logits_rows(st, &c, 0, y);
+    st->be->embed(st->be, st->x, &st->m->tok_embd, tokens, T);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        layer(st, il, T, T, NULL);
+    }
+    logits_rows(st, 0, T, y);
     for (int32_t i = 0; i < T; i++) {
         sts[i]->n_past += 1;
         memcpy(sts[i]->logits, y + (int64_t) i * hp->n_vocab, (size_t) hp->n_vocab * sizeof(float));
