@@ -18,9 +18,9 @@
 // E1 = projector hidden width, E = projector output (text n_embd), nt = tiles, R = nt*T.
 #include "vision.h"
 
+#include "backend.h"
 #include "error.h"
 #include "model.h"
-#include "ops_cpu.h"
 #include "quant.h"
 #include "threads.h"
 
@@ -40,23 +40,14 @@ enum {
     VIS_MAX_TILES  = 1 << 16,  // tiles per encode call
 };
 
-enum { ACT_GELU_ERF, ACT_GELU_TANH, ACT_QUICK_GELU };
-
-// A weight matrix viewed in place: rows of n_in elements of type (F32 / F16 / BF16).
-typedef struct vis_mat {
-    const void * data;
-    uint32_t     type;
-    int64_t      n_in;
-    int64_t      n_out;
-} vis_mat;
 
 typedef struct vis_layer {
     const float * ln1_w, * ln1_b, * ln2_w, * ln2_b;  // [C]
-    vis_mat       wq, wk, wv, wo;                    // [C, C] (n_in = C)
+    vlc_weight       wq, wk, wv, wo;                    // [C, C] (n_in = C)
     const float * bq, * bk, * bv, * bo;              // [C]
-    vis_mat       fc1;                               // n_in C, n_out F
+    vlc_weight       fc1;                               // n_in C, n_out F
     const float * b1;                                // [F]
-    vis_mat       fc2;                               // n_in F, n_out C
+    vlc_weight       fc2;                               // n_in F, n_out C
     const float * b2;                                // [C]
 } vis_layer;
 
@@ -64,18 +55,18 @@ struct vlc_vision {
     const vlc_gguf * g;
     vlc_vision_info  info;
     float            eps;
-    int              proj_act;     // ACT_*
+    int              proj_act;     // VLC_ACT_* (backend.h)
     int              ffn_swapped;  // the file stores fc1 as ffn_down (legacy llama.cpp converter)
 
-    vis_mat          patch;        // n_in K, n_out C
+    vlc_weight          patch;        // n_in K, n_out C
     const float *    patch_b;      // [C] or NULL (CLIP has none)
     const float *    cls;          // [C]
     const float *    pos;          // [T, C], row 0 = CLS
     const float *    pre_ln_w, * pre_ln_b;  // [C]
     vis_layer *      layers;       // [L]
-    vis_mat          mm0;          // n_in C, n_out E1
+    vlc_weight          mm0;          // n_in C, n_out E1
     const float *    mm0_b;        // [E1]
-    vis_mat          mm2;          // n_in E1, n_out E
+    vlc_weight          mm2;          // n_in E1, n_out E
     const float *    mm2_b;        // [E]
 
     float *          vec;          // f32 copies of every vector above
@@ -83,9 +74,8 @@ struct vlc_vision {
 
     // what an encode runs on, kept between calls (one encode at a time: mu)
     pthread_mutex_t  mu;
-    vlc_pool *       pool;         // pool_threads participants; NULL until a call asks for > 1
-    int32_t          pool_threads;
-    float *          slab;         // scratch of slab_cap floats, grown to the largest call
+    vlc_backend *    be;           // NULL until the first call; recreated when the thread count changes
+    float *          slab;         // scratch of slab_cap floats in be's memory, grown to the largest call
     size_t           slab_cap;
 };
 
@@ -221,11 +211,11 @@ static vlc_status read_hparams(vlc_vision * v) {
     vlc_gguf_str act = { "gelu", 4 };
     VLC_TRY(vlc_gguf_get_str(g, "vlcache.projector.act", 0, &act));
     if (vlc_gguf_str_eq(act, "gelu")) {
-        v->proj_act = ACT_GELU_ERF;
+        v->proj_act = VLC_ACT_GELU_ERF;
     } else if (vlc_gguf_str_eq(act, "gelu_pytorch_tanh") || vlc_gguf_str_eq(act, "gelu_new")) {
-        v->proj_act = ACT_GELU_TANH;
+        v->proj_act = VLC_ACT_GELU_TANH;
     } else if (vlc_gguf_str_eq(act, "quick_gelu")) {
-        v->proj_act = ACT_QUICK_GELU;
+        v->proj_act = VLC_ACT_QUICK_GELU;
     } else {
         return VLC_ERR(VLC_STATUS_UNSUPPORTED, "vlcache.projector.act '%.*s' is not supported "
                        "(gelu, gelu_pytorch_tanh, gelu_new, quick_gelu)", str_len(act), act.data);
@@ -254,14 +244,11 @@ static vlc_status find_shaped(const vlc_gguf * g, const char * name, int n_dims,
 }
 
 // Matrix `name` with GGUF ne [n_in, n_out].
-static vlc_status bind_mat(const vlc_vision * v, const char * name, int64_t n_in, int64_t n_out, vis_mat * m) {
+static vlc_status bind_mat(const vlc_vision * v, const char * name, int64_t n_in, int64_t n_out, vlc_weight * m) {
     const int64_t           ne[2] = { n_in, n_out };
     const vlc_gguf_tensor * t     = NULL;
     VLC_TRY(find_shaped(v->g, name, 2, ne, 0, &t));
-    m->data  = t->data;
-    m->type  = t->type;
-    m->n_in  = n_in;
-    m->n_out = n_out;
+    *m = (vlc_weight) { t->data, t->type, { n_in, n_out } };
     return VLC_STATUS_OK;
 }
 
@@ -350,7 +337,7 @@ static vlc_status bind_tensors(vlc_vision * v, int64_t E1, int64_t E) {
     const int64_t           pne[4] = { P, P, 3, C };
     const vlc_gguf_tensor * pt     = NULL;
     VLC_TRY(find_shaped(v->g, "v.patch_embd.weight", 4, pne, 0, &pt));
-    v->patch = (vis_mat) { pt->data, pt->type, 3 * P * P, C };
+    v->patch = (vlc_weight) { pt->data, pt->type, { 3 * P * P, C } };
     VLC_TRY(bind_vec(v, "v.patch_embd.bias", 1, &C, 1, &v->patch_b));
     VLC_TRY(bind_vec1(v, "v.class_embd", C, &v->cls));
     const int64_t posne[2] = { C, T };
@@ -430,8 +417,10 @@ void vlc_vision_free(vlc_vision * v) {
     if (!v) {
         return;
     }
-    vlc_pool_free(v->pool);
-    free(v->slab);
+    if (v->be) {
+        v->be->dealloc(v->be, v->slab);
+    }
+    vlc_backend_free(v->be);
     pthread_mutex_destroy(&v->mu);
     free(v->layers);
     free(v->vec);
@@ -450,169 +439,6 @@ void vlc_vision_get_info(const vlc_vision * v, vlc_vision_info * out) {
 }
 
 // ---------------------------------------------------------------------------
-// row-wise kernels spread over the pool (blocks of rows; each row is computed by one task
-// in a fixed order, so the result does not depend on the thread count)
-
-enum { ROWS_PER_TASK = 8 };
-
-enum { ROW_LAYERNORM, ROW_BIAS, ROW_BIAS_ACT, ROW_ADD };
-
-typedef struct rows_job {
-    int           op;
-    float *       y;     // [n_rows, n] rows written (in place for BIAS / BIAS_ACT / ADD)
-    const float * x;     // [n_rows, n] LAYERNORM input, ADD addend
-    const float * w;     // [n] LayerNorm weight
-    const float * b;     // [n] LayerNorm / added bias
-    int64_t       n;
-    int64_t       n_rows;
-    float         eps;
-    int           act;   // ACT_*
-} rows_job;
-
-static void rows_task(void * ctx, int64_t task, int ith) {
-    const rows_job * j  = ctx;
-    const int64_t    r0 = task * ROWS_PER_TASK;
-    const int64_t    r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
-    for (int64_t r = r0; r < r1; r++) {
-        float * y = j->y + r * j->n;
-        switch (j->op) {
-            case ROW_LAYERNORM: vlc_cpu_layernorm(y, j->x + r * j->n, j->w, j->b, j->n, j->eps); break;
-            case ROW_ADD:       vlc_cpu_add(y, j->x + r * j->n, j->n); break;
-            case ROW_BIAS:
-            case ROW_BIAS_ACT:
-                if (j->b) {
-                    vlc_cpu_add(y, j->b, j->n);
-                }
-                if (j->op == ROW_BIAS_ACT) {
-                    if (j->act == ACT_GELU_ERF) {
-                        vlc_cpu_gelu_erf(y, j->n);
-                    } else if (j->act == ACT_GELU_TANH) {
-                        vlc_cpu_gelu_tanh(y, j->n);
-                    } else {
-                        vlc_cpu_quick_gelu(y, j->n);
-                    }
-                }
-                break;
-        }
-    }
-}
-
-static void run_rows(vlc_pool * pool, rows_job j) {
-    vlc_pool_run(pool, rows_task, &j, (j.n_rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
-}
-
-static void layernorm_rows(vlc_pool * pool, float * y, const float * x, const float * w, const float * b, int64_t n,
-                           int64_t n_rows, float eps) {
-    run_rows(pool, (rows_job) { .op = ROW_LAYERNORM, .y = y, .x = x, .w = w, .b = b, .n = n, .n_rows = n_rows, .eps = eps });
-}
-
-// y [n_rows, m->n_out] = x [n_rows, m->n_in] W^T + b (b may be NULL), then act if act >= 0.
-// work: per-thread matmul scratch; xq: room for the quantized activation rows.
-static void linear(vlc_pool * pool, float * y, const vis_mat * m, const float * b, const float * x, int64_t n_rows,
-                   int act, float * work, void * xq) {
-    vlc_cpu_matmul_mt(pool, y, m->data, m->type, x, m->n_in, m->n_out, n_rows, 0, work, xq);
-    if (b || act >= 0) {
-        run_rows(pool, (rows_job) { .op = act >= 0 ? ROW_BIAS_ACT : ROW_BIAS, .y = y, .b = b, .n = m->n_out,
-                                    .n_rows = n_rows, .act = act });
-    }
-}
-
-// ---------------------------------------------------------------------------
-// attention: every (tile, head, block of queries) is one task; K and V are first laid
-// out head-major so each head's keys are contiguous [T, D] for vlc_cpu_attn
-
-enum { ATTN_QUERIES_PER_TASK = 16 };
-
-typedef struct attn_job {
-    float *       out;    // [nt, T, C]
-    const float * q;      // [nt, T, C]
-    const float * kh;     // [nt, H, T, D]
-    const float * vh;     // [nt, H, T, D]
-    int64_t       T, H, D, n_qblk;
-    float         scale;
-    float *       work;   // [n_threads, work_stride]
-    size_t        work_stride;
-} attn_job;
-
-static void attn_task(void * ctx, int64_t task, int ith) {
-    const attn_job * j    = ctx;
-    const int64_t    qb   = task % j->n_qblk;
-    const int64_t    h    = (task / j->n_qblk) % j->H;
-    const int64_t    tile = task / (j->n_qblk * j->H);
-    const int64_t    C    = j->H * j->D;
-    const float *    k    = j->kh + (tile * j->H + h) * j->T * j->D;
-    const float *    v    = j->vh + (tile * j->H + h) * j->T * j->D;
-    float *          wk   = j->work + (size_t) ith * j->work_stride;
-    const int64_t    i0   = qb * ATTN_QUERIES_PER_TASK;
-    const int64_t    i1   = i0 + ATTN_QUERIES_PER_TASK < j->T ? i0 + ATTN_QUERIES_PER_TASK : j->T;
-    for (int64_t i = i0; i < i1; i++) {
-        const int64_t row = (tile * j->T + i) * C + h * j->D;
-        vlc_cpu_attn(j->out + row, j->q + row, 1, k, v, VLC_TYPE_F32, j->T, (int32_t) j->D, j->scale, wk);
-    }
-}
-
-typedef struct heads_job {
-    float *       kh, * vh;  // [nt, H, T, D]
-    const float * k, * v;    // [nt, T, C]
-    int64_t       T, H, D;
-} heads_job;
-
-static void heads_task(void * ctx, int64_t task, int ith) {
-    const heads_job * j    = ctx;  // task = tile * H + h
-    const int64_t     h    = task % j->H;
-    const int64_t     tile = task / j->H;
-    const int64_t     C    = j->H * j->D;
-    for (int64_t t = 0; t < j->T; t++) {
-        const int64_t src = (tile * j->T + t) * C + h * j->D;
-        const int64_t dst = (task * j->T + t) * j->D;
-        memcpy(j->kh + dst, j->k + src, (size_t) j->D * sizeof(float));
-        memcpy(j->vh + dst, j->v + src, (size_t) j->D * sizeof(float));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// embeddings: patchify each tile, convolve, then [CLS; patches] + positions
-
-typedef struct embd_job {
-    float *       x;        // [nt, T, C] written
-    const float * conv;     // [nt, N, C] patch convolution outputs
-    const float * cls;      // [C]
-    const float * pos;      // [T, C]
-    const float * bias;     // [C] or NULL
-    int64_t       T, C;
-} embd_job;
-
-static void embd_task(void * ctx, int64_t task, int ith) {
-    const embd_job * j    = ctx;  // task = tile
-    const int64_t    N    = j->T - 1;
-    float *          x    = j->x + task * j->T * j->C;
-    for (int64_t c = 0; c < j->C; c++) {
-        x[c] = j->cls[c] + j->pos[c];
-    }
-    for (int64_t p = 0; p < N; p++) {
-        const float * src = j->conv + (task * N + p) * j->C;
-        float *       dst = x + (1 + p) * j->C;
-        const float * ps  = j->pos + (1 + p) * j->C;
-        for (int64_t c = 0; c < j->C; c++) {
-            const float e = j->bias ? src[c] + j->bias[c] : src[c];
-            dst[c]        = e + ps[c];
-        }
-    }
-}
-
-typedef struct patch_job {
-    float *       out;  // [nt, N, K]
-    const float * px;   // [nt, 3, S, S]
-    int32_t       S, P;
-} patch_job;
-
-static void patch_task(void * ctx, int64_t task, int ith) {
-    const patch_job * j = ctx;
-    const int64_t     np = j->S / j->P, K = 3 * (int64_t) j->P * j->P;
-    vlc_cpu_patchify(j->out + task * np * np * K, j->px + task * 3 * (int64_t) j->S * j->S, j->S, j->P);
-}
-
-// ---------------------------------------------------------------------------
 // encode
 
 static size_t round16(size_t n) {
@@ -623,57 +449,66 @@ static size_t max_sz(size_t a, size_t b) {
     return a > b ? a : b;
 }
 
-// The kept pool and scratch for a call on n_threads needing floats of scratch (v->mu held).
-static vlc_status ensure_ctx(vlc_vision * v, int32_t n_threads, size_t floats) {
-    if (n_threads > 1 && v->pool_threads != n_threads) {
-        vlc_pool_free(v->pool);
-        v->pool         = NULL;
-        v->pool_threads = 0;
-        VLC_TRY(vlc_pool_create(n_threads, &v->pool));
-        v->pool_threads = n_threads;
-    }
-    if (v->slab_cap < floats) {
-        free(v->slab);
+// The scratch of an encode of n_tiles (floats): x, xn, q, k, v, kh, vh, att [R, C] each
+// (rc); big = the largest of the patch rows [nt*N, K], the MLP hidden [R, F] and the
+// projector hidden [Ro, E1].
+typedef struct vis_scratch {
+    size_t rc, big, total;
+} vis_scratch;
+
+static vis_scratch scratch_of(const vlc_vision * v, int64_t nt) {
+    const vlc_vision_info * in = &v->info;
+    const int64_t P = in->patch_size, N = (in->image_size / P) * (in->image_size / P), T = N + 1;
+    const int64_t C = in->n_embd, F = in->n_ff, K = 3 * P * P, E1 = v->mm0.ne[1];
+    const int64_t R = nt * T, Ro = nt * in->n_tokens_per_tile;
+    vis_scratch   sc;
+    sc.rc    = round16((size_t) (R * C));
+    sc.big   = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
+    sc.total = 8 * sc.rc + sc.big;
+    return sc;
+}
+
+// The kept backend and scratch, ready for an encode of nt tiles on n_threads (v->mu held).
+static vlc_status ensure_ctx(vlc_vision * v, int32_t n_threads, int64_t nt) {
+    if (v->be && v->be->n_threads != n_threads) {
+        v->be->dealloc(v->be, v->slab);
+        vlc_backend_free(v->be);
+        v->be       = NULL;
+        v->slab     = NULL;
         v->slab_cap = 0;
-        v->slab     = malloc(floats * sizeof(float));
+    }
+    if (!v->be) {
+        VLC_TRY(vlc_backend_cpu_create(n_threads, &v->be));
+    }
+    const vlc_vision_info * in = &v->info;
+    const int64_t P = in->patch_size, N = (in->image_size / P) * (in->image_size / P), T = N + 1;
+    const int64_t C = in->n_embd, F = in->n_ff, K = 3 * P * P, E1 = v->mm0.ne[1];
+    uint32_t      types[5] = { v->patch.type, v->mm0.type, v->mm2.type };
+    int32_t       n_types  = 3;
+    if (in->n_layer > 0) {
+        types[n_types++] = v->layers[0].wq.type;
+        types[n_types++] = v->layers[0].fc1.type;
+    }
+    const vlc_backend_need need = { .max_rows = nt * T, .max_in = (int64_t) max_sz(max_sz(K, C), max_sz(F, E1)),
+                                    .G = 1, .D = (int32_t) (C / in->n_head), .types = types, .n_types = n_types };
+    VLC_TRY(v->be->reserve(v->be, &need));
+    const size_t floats = scratch_of(v, nt).total;
+    if (v->slab_cap < floats) {
+        v->be->dealloc(v->be, v->slab);
+        v->slab_cap = 0;
+        v->slab     = v->be->alloc(v->be, floats * sizeof(float));
         VLC_CHECK(v->slab != NULL, VLC_STATUS_OOM, "cannot allocate %zu bytes of vision scratch", floats * sizeof(float));
         v->slab_cap = floats;
     }
     return VLC_STATUS_OK;
 }
 
-// The scratch of an encode of n_tiles on n_threads (floats): x, xn, q, k, v, kh, vh, att
-// [R, C] each (rc); big = the largest of the patch rows [nt*N, K], the MLP hidden [R, F]
-// and the projector hidden [Ro, E1]; per-thread work; the quantized activation rows.
-typedef struct vis_scratch {
-    size_t rc, big, wstr, xqf, total;
-} vis_scratch;
-
-static vis_scratch scratch_of(const vlc_vision * v, int64_t nt, int32_t n_threads) {
-    const vlc_vision_info * in = &v->info;
-    const int64_t P = in->patch_size, N = (in->image_size / P) * (in->image_size / P), T = N + 1;
-    const int64_t C = in->n_embd, D = C / in->n_head, F = in->n_ff, K = 3 * P * P, E1 = v->mm0.n_out;
-    const int64_t R = nt * T, Ro = nt * in->n_tokens_per_tile;
-    vis_scratch   sc;
-    sc.rc               = round16((size_t) (R * C));
-    sc.big              = round16(max_sz(max_sz((size_t) (nt * N * K), (size_t) (R * F)), (size_t) (Ro * E1)));
-    const size_t max_in = max_sz(max_sz((size_t) K, (size_t) C), max_sz((size_t) F, (size_t) E1));
-    sc.wstr = round16(max_sz((size_t) VLC_MATMUL_ROWS * max_in, vlc_cpu_attn_work_floats(1, (int32_t) D)));
-    // quantized weights: each matmul's activation rows, quantized once
-    const size_t  max_rows = max_sz(max_sz((size_t) (nt * N), (size_t) R), (size_t) Ro);
-    const int64_t xqn      = (int64_t) ((max_in + 255) / 256 * 256);  // a whole number of blocks of any type
-    const size_t  xqb      = max_sz(vlc_act_row_bytes(VLC_TYPE_Q8_0, xqn), vlc_act_row_bytes(VLC_TYPE_Q4_K, xqn));
-    sc.xqf                 = round16((max_rows * xqb + sizeof(float) - 1) / sizeof(float));
-    sc.total               = 8 * sc.rc + sc.big + (size_t) n_threads * sc.wstr + sc.xqf;
-    return sc;
-}
-
-static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const float * pixels, int32_t n_tiles,
-                   int32_t n_threads, float * out);
+static void encode(const vlc_vision * v, vlc_backend * be, float * slab, const float * pixels, int32_t n_tiles,
+                   float * out);
 
 vlc_status vlc_vision_encode_tiles(const vlc_vision * vc, const float * pixels, int32_t n_tiles, int32_t n_threads,
                                    float * out) {
-    vlc_vision * v = (vlc_vision *) vc;  // only the kept pool and scratch change, under v->mu
+    vlc_vision * v = (vlc_vision *) vc;  // only the kept backend and scratch change, under v->mu
     VLC_CHECK(v != NULL, VLC_STATUS_INVALID_ARG, "vision tower is NULL");
     VLC_CHECK(pixels != NULL && out != NULL, VLC_STATUS_INVALID_ARG, "pixels or out is NULL");
     VLC_CHECK(n_tiles >= 1 && n_tiles <= VIS_MAX_TILES, VLC_STATUS_INVALID_ARG, "n_tiles = %d, expected 1 .. %d",
@@ -684,23 +519,31 @@ vlc_status vlc_vision_encode_tiles(const vlc_vision * vc, const float * pixels, 
         n_threads = vlc_n_cpus();
     }
     pthread_mutex_lock(&v->mu);
-    vlc_status st = ensure_ctx(v, n_threads, scratch_of(v, n_tiles, n_threads).total);
+    vlc_status st = ensure_ctx(v, n_threads, n_tiles);
     if (st == VLC_STATUS_OK) {
-        encode(v, n_threads > 1 ? v->pool : NULL, v->slab, pixels, n_tiles, n_threads, out);
+        encode(v, v->be, v->slab, pixels, n_tiles, out);
     }
     pthread_mutex_unlock(&v->mu);
     return st;
 }
 
-// The forward pass of vlc_vision_encode_tiles in slab (scratch_of's total floats).
-static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const float * pixels, int32_t n_tiles,
-                   int32_t n_threads, float * out) {
+// y [R, n_out] = x [R, n_in] W^T + b, then act (a ViT / projector linear).
+static void linear(vlc_backend * be, float * y, const vlc_weight * w, const float * b, int act, const float * x,
+                   int64_t R) {
+    const vlc_mm mm = { .y = y, .ldy = w->ne[1], .w = w, .b = b, .act = act };
+    be->matmul(be, x, w->ne[0], R, 1, &mm);
+}
+
+// The forward pass of vlc_vision_encode_tiles in slab (scratch_of's total floats); pixels
+// and out host memory.
+static void encode(const vlc_vision * v, vlc_backend * be, float * slab, const float * pixels, int32_t n_tiles,
+                   float * out) {
     const vlc_vision_info * in = &v->info;
     const int64_t nt = n_tiles, S = in->image_size, P = in->patch_size, np = S / P, N = np * np, T = N + 1;
-    const int64_t C = in->n_embd, H = in->n_head, D = C / H, K = 3 * P * P;
+    const int64_t C = in->n_embd, H = in->n_head, D = C / H;
     const int64_t R = nt * T, Tout = in->n_tokens_per_tile, Ro = nt * Tout;
-    const vis_scratch sc = scratch_of(v, nt, n_threads);
-    const size_t  rc = sc.rc, big = sc.big, wstr = sc.wstr;
+    const vis_scratch sc = scratch_of(v, nt);
+    const size_t  rc = sc.rc;
     float * x   = slab;        // [R, C] residual stream
     float * xn  = x + rc;      // [R, C] normalised input / sub-block output
     float * q   = xn + rc;     // [R, C]
@@ -710,51 +553,41 @@ static void encode(const vlc_vision * v, vlc_pool * pool, float * slab, const fl
     float * vh  = kh + rc;     // [nt, H, T, D]
     float * att = vh + rc;     // [R, C]
     float * bg  = att + rc;    // big
-    float * wk  = bg + big;    // [n_threads, wstr]
-    void *  xq  = wk + (size_t) n_threads * wstr;  // quantized activation rows
+    const int gelu = in->gelu_exact ? VLC_ACT_GELU_ERF : VLC_ACT_QUICK_GELU;
 
-    // embeddings: im2col rows -> convolution as a matmul (into q) -> [CLS; patches] + pos
-    patch_job pj = { bg, pixels, (int32_t) S, (int32_t) P };
-    vlc_pool_run(pool, patch_task, &pj, nt);
-    vlc_cpu_matmul_mt(pool, q, v->patch.data, v->patch.type, bg, K, C, nt * N, 0, wk, xq);
-    embd_job ej = { x, q, v->cls, v->pos, v->patch_b, T, C };
-    vlc_pool_run(pool, embd_task, &ej, nt);
-    layernorm_rows(pool, x, x, v->pre_ln_w, v->pre_ln_b, C, R, v->eps);
+    // embeddings: [CLS; conv(patches)] + positions, then the pre-LayerNorm
+    be->patch_embed(be, x, pixels, nt, (int32_t) S, (int32_t) P, &v->patch, v->patch_b, v->cls, v->pos, bg, q);
+    be->layernorm(be, x, x, v->pre_ln_w, v->pre_ln_b, R, C, v->eps);
 
-    const float scale  = 1.0f / sqrtf((float) D);
-    const int64_t nqb  = (T + ATTN_QUERIES_PER_TASK - 1) / ATTN_QUERIES_PER_TASK;
     for (int32_t il = 0; il < in->n_layer; il++) {
         const vis_layer * L = &v->layers[il];
 
         // attention block: x += Wo MHA(LN1(x)) + bo
-        layernorm_rows(pool, xn, x, L->ln1_w, L->ln1_b, C, R, v->eps);
-        linear(pool, q, &L->wq, L->bq, xn, R, -1, wk, xq);
-        linear(pool, k, &L->wk, L->bk, xn, R, -1, wk, xq);
-        linear(pool, vv, &L->wv, L->bv, xn, R, -1, wk, xq);
-        heads_job hj = { kh, vh, k, vv, T, H, D };
-        vlc_pool_run(pool, heads_task, &hj, nt * H);
-        attn_job aj = { att, q, kh, vh, T, H, D, nqb, scale, wk, wstr };
-        vlc_pool_run(pool, attn_task, &aj, nt * H * nqb);
-        linear(pool, xn, &L->wo, L->bo, att, R, -1, wk, xq);
-        run_rows(pool, (rows_job) { .op = ROW_ADD, .y = x, .x = xn, .n = C, .n_rows = R });
+        be->layernorm(be, xn, x, L->ln1_w, L->ln1_b, R, C, v->eps);
+        linear(be, q, &L->wq, L->bq, VLC_ACT_NONE, xn, R);
+        linear(be, k, &L->wk, L->bk, VLC_ACT_NONE, xn, R);
+        linear(be, vv, &L->wv, L->bv, VLC_ACT_NONE, xn, R);
+        be->vit_attention(be, att, q, k, vv, nt, T, (int32_t) H, (int32_t) D, kh, vh);
+        linear(be, xn, &L->wo, L->bo, VLC_ACT_NONE, att, R);
+        be->add(be, x, xn, R, C);
 
         // MLP block: x += fc2(act(fc1(LN2(x))))
-        layernorm_rows(pool, xn, x, L->ln2_w, L->ln2_b, C, R, v->eps);
-        linear(pool, bg, &L->fc1, L->b1, xn, R, in->gelu_exact ? ACT_GELU_ERF : ACT_QUICK_GELU, wk, xq);
-        linear(pool, xn, &L->fc2, L->b2, bg, R, -1, wk, xq);
-        run_rows(pool, (rows_job) { .op = ROW_ADD, .y = x, .x = xn, .n = C, .n_rows = R });
+        be->layernorm(be, xn, x, L->ln2_w, L->ln2_b, R, C, v->eps);
+        linear(be, bg, &L->fc1, L->b1, gelu, xn, R);
+        linear(be, xn, &L->fc2, L->b2, VLC_ACT_NONE, bg, R);
+        be->add(be, x, xn, R, C);
     }
 
     // feature selection: hidden state n_layer, CLS row dropped unless "full"
     const float * sel = x;  // [Ro, C]
     if (!in->select_full) {
         for (int64_t t = 0; t < nt; t++) {
-            memcpy(xn + t * N * C, x + (t * T + 1) * C, (size_t) (N * C) * sizeof(float));
+            be->copy(be, xn + t * N * C, x + (t * T + 1) * C, (size_t) (N * C) * sizeof(float));
         }
         sel = xn;
     }
 
-    // projector: Linear -> GELU -> Linear, straight into out [Ro, E]
-    linear(pool, bg, &v->mm0, v->mm0_b, sel, Ro, v->proj_act, wk, xq);
-    linear(pool, out, &v->mm2, v->mm2_b, bg, Ro, -1, wk, xq);
+    // projector: Linear -> GELU -> Linear, then out (host)
+    linear(be, bg, &v->mm0, v->mm0_b, v->proj_act, sel, Ro);
+    linear(be, out, &v->mm2, v->mm2_b, VLC_ACT_NONE, bg, Ro);
 }
