@@ -8,7 +8,11 @@
 //
 // Memory: every float * / void * an op takes is backend memory (from alloc) or a weight
 // bound to the backend, except where a comment says "host". On the CPU backend both are
-// plain host memory. Ops are issued in order; sync waits for all of them (a no-op on the
+// plain host memory and a bound weight is the model's view into the GGUF mapping. Three
+// places still hand the CPU backend host memory where a device backend needs a staging
+// copy: the pixels of patch_embed, the projector's output and the logits rows (the
+// caller's buffers); the CUDA backend (issue 13) adds those copies and the model's
+// per-backend weight copies. Ops are issued in order; sync waits for all of them (a no-op on the
 // CPU, where each op returns when it is done).
 //
 // Determinism: each op computes every output element in one fixed order, so its bits do

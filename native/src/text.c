@@ -9,9 +9,8 @@
 // in chunks of n_batch tokens; decode is the same path with n = 1.
 // Also: batched decoding (one step for many states of one model).
 // Is not: the ops and how they split into tasks (backend_cpu.c), argument checks of the
-// public API (api.c),
-// the KV store (kvcache.c), the statistics' bookkeeping (stats.c), the policies
-// (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from create on; a
+// public API (api.c), the KV store (kvcache.c), the statistics' bookkeeping (stats.c),
+// the policies (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from create on; a
 // compacted head grows (1.5x, up to what the context can still take) when a forward
 // pass needs more room, before anything runs.
 // Letters: T = tokens of a chunk (<= B = n_batch), C = n_embd, H = n_head,
@@ -375,8 +374,8 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
 
 // ---------------------------------------------------------------------------
 // batched decoding: one position for each of n states of one model. The matmuls and the
-// per-row ops run once over the n rows in the first state's scratch and pool; only the KV
-// store and the attention are per state, each row against its own cache.
+// per-row ops run once over the n rows in the first state's scratch and backend; the KV
+// store and the attention see n sequences of one row, each against its own cache.
 
 // T <= st->n_batch rows in st's scratch; logits of every row into y [T, V].
 static void forward_batch_chunk(vlc_text_state * st, vlc_text_state * const * sts, const int32_t * tokens, int32_t T,

@@ -1,4 +1,5 @@
-// vision.c: the CLIP vision tower and the LLaVA "mlp" projector on the CPU (vision.h).
+// vision.c: the CLIP vision tower and the LLaVA "mlp" projector (vision.h), its forward
+// pass written against the backend seam (backend.h).
 //
 // Is: reading the clip.* / vlcache.* keys and binding the v.* / mm.* tensors of our
 // one-file LLaVA or of a llama.cpp mmproj (tools/GGUF_FORMAT.md), with a shape check of
