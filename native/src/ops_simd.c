@@ -12,7 +12,8 @@
 // chains are saved and resumed between chunks (exact). Below NT tokens (decode) rows are
 // read in place and converted on the fly, 8 rows x 1 token per tile. Every output is the
 // same L-lane FMA chain over k plus the same horizontal tree whatever the tile, chunk or
-// buffer, so results never depend on the blocking.
+// buffer, so results never depend on the blocking. AVX2 with 3-15 tokens (batched decode)
+// reads the rows in place in tiles of 3 rows x 4 tokens instead of packing (a2_few).
 // Is not: quantized types, packing of weights at load time, threading (the caller splits
 // rows; vlc_simd_task_rows suggests how many per task), AVX-512 BF16 dot products
 // (vdpbf16ps adds products in pairs with its own rounding, which breaks the chain
@@ -278,6 +279,96 @@ INL TGT_AVX2 void a2_ptile(int MR, int NT, const float * wp, const float * x, in
             const float d  = a2_hsum(acc[r][t]);
             float *     yo = y + t * ldy + r;
             *yo            = accumulate ? *yo + d : d;
+        }
+    }
+}
+
+// Rows x tokens of a few-token tile: 12 chains, 3 weight vectors, 1 activation vector (on
+// the 2-core EPYC, 0.84B F16, 8 sequences: 3x4 and 4x3 within noise of each other, 2x6
+// slower, packing 4-row blocks instead slower still).
+enum { A2_FMR = 3, A2_FNT = 4 };
+
+// few tokens (A2_NT .. A2_FEW_MAX - 1, a batched decode step): y[t * ldy + r] (+)= W[r, :] .
+// x[t, :] for r < MR, t < NT, the weights read in place and converted on the fly, each
+// weight vector feeding NT tokens and each activation vector MR rows (no packing: at a few
+// tokens, converting a block into the packed buffer and re-reading it per token group cost
+// more than it saved). The same chain per output as every other tile.
+INL TGT_AVX2 void a2_ftile(int MR, int NT, int wt, const void * w, int64_t n, const float * x, int64_t ldx, float * y,
+                           int64_t ldy, int accumulate) {
+    const size_t es = wt_size(wt);
+    __m256       acc[4][6];  // MR <= 4, NT <= 6 (only what the shape uses stays live)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+        }
+    }
+    int64_t k = 0;
+    for (; k + A2_L <= n; k += A2_L) {
+        __m256 wv[4];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            wv[r] = a2_load_w((const char *) w + (size_t) (r * n) * es, k, wt);
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            const __m256 xv = _mm256_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) {
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+    }
+    if (k < n) {  // tail, zero-padded: the lanes and order of a longer row
+        __m256 wv[4];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            wv[r] = a2_load_w_tail((const char *) w + (size_t) (r * n) * es, k, n, wt);
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            const __m256 xv = a2_load_w_tail(x + t * ldx, k, n, WT_F32);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) {
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            const float d  = a2_hsum(acc[r][t]);
+            float *     yo = y + t * ldy + r;
+            *yo            = accumulate ? *yo + d : d;
+        }
+    }
+}
+
+// Below this many tokens (and from A2_NT on) AVX2 runs a2_few instead of packing.
+enum { A2_FEW_MAX = 16 };
+
+// Rows [r0, r1) x n_tok tokens in tiles of A2_FMR rows x A2_FNT tokens: for each row group
+// (its weights L1 / L2 resident while its token groups pass), each token group.
+INL TGT_AVX2 void a2_few(int wt, float * y, int64_t ldy, const void * w, const float * x, int64_t ldx, int64_t n,
+                         int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
+    const size_t es = wt_size(wt);
+    for (int64_t o = r0; o < r1; o += A2_FMR) {
+        const int    mr = (int) min64(A2_FMR, r1 - o);
+        const void * wr = (const char *) w + (size_t) (o * n) * es;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += A2_FNT) {
+            const int     nt = (int) min64(A2_FNT, n_tok - t0);
+            const float * xt = x + t0 * ldx;
+            float *       yo = y + t0 * ldy + o;
+            switch (mr * 8 + nt) {  // constant shapes, so that every tile keeps its chains in registers
+#define A2_FCASE(MR, NT) case (MR) * 8 + (NT): a2_ftile(MR, NT, wt, wr, n, xt, ldx, yo, ldy, accumulate); break;
+                A2_FCASE(1, 1) A2_FCASE(1, 2) A2_FCASE(1, 3) A2_FCASE(1, 4)
+                A2_FCASE(2, 1) A2_FCASE(2, 2) A2_FCASE(2, 3) A2_FCASE(2, 4)
+                A2_FCASE(3, 1) A2_FCASE(3, 2) A2_FCASE(3, 3) A2_FCASE(3, 4)
+#undef A2_FCASE
+                default: break;
+            }
         }
     }
 }
@@ -580,6 +671,19 @@ VLC_SIMD_DRIVER(a5, TGT_AVX512, __m512, A5_L, A5_NT, A5_MRD)
 typedef void (*matmul_fn)(float *, int64_t, const void *, const float *, int64_t, int64_t, int64_t, int64_t,
                           int64_t, int);
 
+static TGT_AVX2 void a2_few_f32(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx, int64_t n,
+                                int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
+    a2_few(WT_F32, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);
+}
+static TGT_AVX2 void a2_few_f16(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx, int64_t n,
+                                int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
+    a2_few(WT_F16, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);
+}
+static TGT_AVX2 void a2_few_bf16(float * y, int64_t ldy, const void * w, const float * x, int64_t ldx, int64_t n,
+                                 int64_t n_tok, int64_t r0, int64_t r1, int accumulate) {
+    a2_few(WT_BF16, y, ldy, w, x, ldx, n, n_tok, r0, r1, accumulate);
+}
+
 #endif  // VLC_SIMD_X86
 
 // ---------------------------------------------------------------------------
@@ -614,11 +718,13 @@ int vlc_simd_matmul_rows(float * y, int64_t ldy, const void * w, uint32_t type, 
     if (r1 <= r0 || n_tok <= 0) {
         return 1;
     }
-    static const matmul_fn fns[2][3] = {
+    static const matmul_fn fns[3][3] = {
         { a2_matmul_f32, a2_matmul_f16, a2_matmul_bf16 },
         { a5_matmul_f32, a5_matmul_f16, a5_matmul_bf16 },
+        { a2_few_f32, a2_few_f16, a2_few_bf16 },
     };
-    fns[level == VLC_SIMD_AVX512][wt](y, ldy, w, x, ldx, n_in, n_tok, r0, r1, accumulate);
+    const int few = level == VLC_SIMD_AVX2 && n_tok >= A2_NT && n_tok < A2_FEW_MAX;
+    fns[few ? 2 : level == VLC_SIMD_AVX512][wt](y, ldy, w, x, ldx, n_in, n_tok, r0, r1, accumulate);
     return 1;
 #else
     (void) y, (void) ldy, (void) w, (void) type, (void) x, (void) ldx, (void) n_in, (void) n_tok;

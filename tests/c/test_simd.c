@@ -124,8 +124,8 @@ static void test_bits(int level) {
             vlc_simd_matmul_rows(full, ldy, w, type, x, ldx, n_in, n_tok, 0, n_out, 0, work);
 
             // every token alone (decode), and small batches, give the bits of the big call
-            const int64_t batches[] = { 1, 2, 3, 5, 6, 7, 12, 13 };
-            for (int bi = 0; bi < 8; bi++) {
+            const int64_t batches[] = { 1, 2, 3, 5, 6, 7, 12, 13, 15, 16 };  // decode, few-token tiles, packed
+            for (int bi = 0; bi < 10; bi++) {
                 const int64_t b = batches[bi];
                 memset(y, 0, (size_t) (n_tok * ldy) * sizeof(float));
                 for (int64_t t0 = 0; t0 < n_tok; t0 += b) {
