@@ -39,7 +39,7 @@ const char * vlc_simd_level_name(int level);
 // Same contract as vlc_cpu_matmul_rows: for o in [r0, r1) and t in [0, n_tok),
 //   y[t * ldy + o] = (accumulate ? y[t * ldy + o] : 0) + W[o, :] . x[t * ldx .. + n_in]
 // W [n_out, n_in] rows of type F32 / F16 / BF16 (VLC_TYPE_*), x [n_tok, ldx], y [n_tok, ldy].
-// From 6 tokens (AVX-512; 16 with AVX2) on, blocks of up to 64 rows are converted once into
+// From 6 tokens (AVX-512; 128 with AVX2) on, blocks of up to 64 rows are converted once into
 // a per-thread, 64-byte aligned buffer (about 1 MiB, kept until the thread exits) and run
 // through register tiles of 4 rows x 6 (3) tokens; below that, rows are converted on the
 // fly (also when the buffer cannot be allocated): AVX2 in tiles of 3 rows x 4 tokens from

@@ -110,7 +110,7 @@ static void test_bits(int level) {
     for (int ti = 0; ti < 3; ti++) {
         const uint32_t type = k_types[ti];
         for (int ii = 0; ii < 3; ii++) {
-            const int64_t n_out = shapes[ii][0], n_in = shapes[ii][1], n_tok = 37, ldx = n_in + 3, ldy = n_out + 5;
+            const int64_t n_out = shapes[ii][0], n_in = shapes[ii][1], n_tok = 131, ldx = n_in + 3, ldy = n_out + 5;
             float *       wf    = malloc((size_t) (n_out * n_in) * sizeof(float));
             void *        w     = make_w(type, n_out, n_in, wf);
             float *       work  = malloc((size_t) VLC_MATMUL_ROWS * (size_t) n_in * sizeof(float));
@@ -124,8 +124,9 @@ static void test_bits(int level) {
             vlc_simd_matmul_rows(full, ldy, w, type, x, ldx, n_in, n_tok, 0, n_out, 0, work);
 
             // every token alone (decode), and small batches, give the bits of the big call
-            const int64_t batches[] = { 1, 2, 3, 5, 6, 7, 12, 13, 15, 16 };  // decode, few-token tiles, packed
-            for (int bi = 0; bi < 10; bi++) {
+            // decode, AVX2's in-place few-token tiles (3-127 tokens), packed blocks (AVX-512 from 6, AVX2 from 128)
+            const int64_t batches[] = { 1, 2, 3, 5, 6, 7, 12, 13, 16, 127, 128 };
+            for (int bi = 0; bi < 11; bi++) {
                 const int64_t b = batches[bi];
                 memset(y, 0, (size_t) (n_tok * ldy) * sizeof(float));
                 for (int64_t t0 = 0; t0 < n_tok; t0 += b) {
