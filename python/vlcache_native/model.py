@@ -403,6 +403,26 @@ class Model(NativeObject):
         ``kv_params`` (the policy's parameters, plus ``p`` and ``window`` for the
         statistics); what it did is in ``completion.stats.kv``. None: no compression.
         """
+        req = self.request(prompt, images=images, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                           top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                           seed=seed, stop=stop, add_bos=add_bos, kv_budget=kv_budget, kv_policy=kv_policy,
+                           kv_params=kv_params)
+        result = CompletionStream(self._generate(req))
+        if stream:
+            return result
+        for _ in result:
+            pass
+        return result.completion
+
+    def request(self, prompt: str | Sequence[int], *, images: Sequence | None = None, max_tokens: int = 128,
+                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
+                stop: str | Sequence[str] | None = None, add_bos: bool = True, kv_budget: float | None = None,
+                kv_policy: str = "vl-cache", kv_params: dict | None = None) -> "Generation":
+        """A checked, ready generation (what :meth:`generate` runs), to drive step by step
+        on a session of one's own: ``Generation.start`` prefills, ``Generation.push`` takes
+        each step's logits. The server's scheduler runs many at once through
+        :meth:`decode_batch`. Arguments as for :meth:`generate`; all errors are raised here."""
         if max_tokens < 0:
             raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
         kv = None
@@ -420,8 +440,8 @@ class Model(NativeObject):
         if n_prompt > self.n_ctx:
             raise ContextFullError(f"the prompt has {n_prompt} tokens but the context holds {self.n_ctx} (n_ctx)")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if any(not s for s in stops):
-            raise InvalidArgumentError("stop strings must not be empty")
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise InvalidArgumentError("stop strings must be non-empty strings")
         params = ffi.new("vlc_sampler_params *")
         lib.vlc_sampler_params_init(params)
         params.temperature = temperature
@@ -435,12 +455,7 @@ class Model(NativeObject):
         check(lib.vlc_sampler_create(params, out))
         sampler = ffi.gc(out[0], lib.vlc_sampler_free)
         stats.prompt_tokens = n_prompt
-        result = CompletionStream(self._generate(chunks, max_tokens, sampler, stops, stats, t_start, kv))
-        if stream:
-            return result
-        for _ in result:
-            pass
-        return result.completion
+        return Generation(self, chunks, max_tokens, sampler, stops, stats, t_start, kv)
 
     def _generation_session(self) -> Session:
         s = self._gen_session
@@ -450,74 +465,128 @@ class Model(NativeObject):
             s.reset()
         return s
 
-    def _generate(self, chunks: list, max_tokens: int, sampler, stops: list[str], stats: GenerationStats,
-                  t_start: float, kv: tuple | None = None):
+    def _generate(self, req: "Generation"):
         sess = self._generation_session()
-        for c in chunks:
-            if not isinstance(c, np.ndarray) or c.ndim == 1:  # text tokens feed the repetition penalty
-                for t in c:
-                    lib.vlc_sampler_accept(sampler, int(t))
-        if kv is None:
-            logits = sess.prefill(chunks)
-        else:
-            budget, policy, params, stats_params = kv
-            logits = sess.prefill(chunks, kv_stats=policy, **stats_params)
-            stats.kv = sess.compress(budget, policy, **params)
-        tokens: list[int] = []
-        text, emitted, finish, stopped = "", 0, "length", False
+        logits = req.start(sess)
+        while True:
+            token = req.push(logits)
+            piece = req.take()
+            if piece:
+                yield piece
+            if token is None:
+                break
+            logits = sess.decode(token)
+        return req.finish(sess)
+
+
+class Generation:
+    """One request's generation, driven a step at a time (:meth:`Model.request`).
+
+    ``start(session)`` prefills the prompt (and compresses the KV cache when a budget was
+    asked for) and returns the logits of its last position; ``push(logits)`` samples the
+    next token, updates the text and returns the token to run next, or None when the
+    generation is over (end-of-generation token, stop string, max_tokens, full context);
+    ``take()`` gives the text ready since the last call (a possible stop string's start is
+    held back); ``finish(session)`` returns the :class:`Completion`. The tokens and text do
+    not depend on whether the steps ran one by one or in :meth:`Model.decode_batch`.
+    """
+
+    def __init__(self, model: Model, chunks: list, max_tokens: int, sampler, stops: list[str],
+                 stats: GenerationStats, t_start: float, kv: tuple | None):
+        self.model, self.chunks, self.max_tokens, self.sampler = model, chunks, max_tokens, sampler
+        self.stops, self.stats, self.t_start, self.kv = stops, stats, t_start, kv
+        self.tokens: list[int] = []
+        self.text, self.emitted, self.finish_reason, self.stopped, self.done = "", 0, "length", False, False
         # The text is the tokens' pieces joined, less the one leading space detokenize drops
         # (only ever the first byte), each byte decoded once: O(1) per token. The decoder
         # holds back a character whose bytes are still arriving.
-        utf8, head, strip = codecs.getincrementaldecoder("utf-8")("replace"), b"", None
-        longest_stop = max((len(s) for s in stops), default=0)
-        tok = ffi.new("int32_t *")
-        while len(tokens) < max_tokens:
-            check(lib.vlc_sampler_sample(sampler, ffi.from_buffer("float[]", logits), self.n_vocab, tok))
-            if not tokens:
-                stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
-            token = tok[0]
-            if self.is_eog(token):
-                finish = "stop"
+        self._utf8, self._head, self._strip = codecs.getincrementaldecoder("utf-8")("replace"), b"", None
+        self._longest_stop = max((len(s) for s in stops), default=0)
+        self._safe, self._final = 0, False
+        self._session = None
+        self._tok = ffi.new("int32_t *")
+
+    def start(self, sess: Session) -> np.ndarray:
+        """Prefills the prompt into ``sess`` (reset first); the last position's logits."""
+        sess.reset()
+        self._session = sess
+        for c in self.chunks:
+            if not isinstance(c, np.ndarray) or c.ndim == 1:  # text tokens feed the repetition penalty
+                for t in c:
+                    lib.vlc_sampler_accept(self.sampler, int(t))
+        if self.kv is None:
+            logits = sess.prefill(self.chunks)
+        else:
+            budget, policy, params, stats_params = self.kv
+            logits = sess.prefill(self.chunks, kv_stats=policy, **stats_params)
+            self.stats.kv = sess.compress(budget, policy, **params)
+        if self.max_tokens == 0:
+            self.done = True
+        return logits
+
+    def push(self, logits: np.ndarray) -> int | None:
+        """Samples from ``logits``; the token to decode next, or None when done."""
+        if self.done:
+            return None
+        model, sess = self.model, self._session
+        check(lib.vlc_sampler_sample(self.sampler, ffi.from_buffer("float[]", logits), model.n_vocab, self._tok))
+        if not self.tokens:
+            self.stats.ttft_ms = (time.perf_counter() - self.t_start) * 1e3
+        token = self._tok[0]
+        if model.is_eog(token):
+            self.finish_reason, self.done = "stop", True
+            return None
+        self.tokens.append(token)
+        lib.vlc_sampler_accept(self.sampler, token)
+        piece = model.token_to_piece(token)
+        if self._strip is None:  # until the first non-empty piece
+            self._head += piece
+            if self._head:
+                self._strip = len(self._head) - len(model.detokenize_bytes(self.tokens))
+                self.text += self._utf8.decode(self._head[self._strip:])
+        else:
+            self.text += self._utf8.decode(piece)
+        hit = -1
+        for s in self.stops:
+            i = self.text.find(s, max(0, self._safe - len(s)))
+            if i >= 0 and (hit < 0 or i < hit):
+                hit = i
+        if hit >= 0:
+            self.text, self.finish_reason, self.stopped, self.done = self.text[:hit], "stop", True, True
+            self._safe = len(self.text)
+            return None
+        # hold back a tail that may still grow into a stop string
+        safe = len(self.text)
+        for k in range(min(self._longest_stop - 1, len(self.text)), 0, -1):
+            if any(s.startswith(self.text[-k:]) for s in self.stops):
+                safe = len(self.text) - k
                 break
-            tokens.append(token)
-            lib.vlc_sampler_accept(sampler, token)
-            piece = self.token_to_piece(token)
-            if strip is None:  # until the first non-empty piece
-                head += piece
-                if head:
-                    strip = len(head) - len(self.detokenize_bytes(tokens))
-                    text += utf8.decode(head[strip:])
-            else:
-                text += utf8.decode(piece)
-            hit = -1
-            for s in stops:
-                i = text.find(s, max(0, emitted - len(s)))
-                if i >= 0 and (hit < 0 or i < hit):
-                    hit = i
-            if hit >= 0:
-                text, finish, stopped = text[:hit], "stop", True
-                break
-            # hold back a tail that may still grow into a stop string
-            safe = len(text)
-            for k in range(min(longest_stop - 1, len(text)), 0, -1):
-                if any(s.startswith(text[-k:]) for s in stops):
-                    safe = len(text) - k
-                    break
-            if safe > emitted:
-                yield text[emitted:safe]
-                emitted = safe
-            if len(tokens) == max_tokens or sess.n_past >= sess.n_ctx:
-                break
-            logits = sess.decode(token)
-        if not stopped:
-            text = self.detokenize(tokens)  # also the bytes of a character cut off at the end
-        if len(text) > emitted:
-            yield text[emitted:]
+        self._safe = max(self._safe, safe)
+        if len(self.tokens) == self.max_tokens or sess.n_past >= sess.n_ctx:
+            self.done = True
+            return None
+        return token
+
+    def take(self) -> str:
+        """The text that became final since the last call ('' if none)."""
+        if self.done and not self._final:
+            self._final = True
+            if not self.stopped:
+                self.text = self.model.detokenize(self.tokens)  # also the bytes of a character cut off at the end
+            self._safe = len(self.text)
+        piece = self.text[self.emitted:self._safe]
+        self.emitted = max(self.emitted, self._safe)
+        return piece
+
+    def finish(self, sess: Session) -> Completion:
+        """The completion, with the session's timings and KV bytes."""
+        self.take()
         st = sess.stats()
-        stats.completion_tokens = len(tokens)
+        stats = self.stats
+        stats.completion_tokens = len(self.tokens)
         stats.prefill_ms = st["prefill_ms"]
         stats.decode_ms = st["decode_ms"]
         stats.decode_steps = st["decode_tokens"]
         stats.kv_bytes = st["kv_bytes"]
-        stats.total_ms = (time.perf_counter() - t_start) * 1e3
-        return Completion(text=text, tokens=tokens, finish_reason=finish, stats=stats)
+        stats.total_ms = (time.perf_counter() - self.t_start) * 1e3
+        return Completion(text=self.text, tokens=self.tokens, finish_reason=self.finish_reason, stats=stats)
