@@ -437,11 +437,11 @@ def train(args) -> Path:
                                           args.few_objects)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
-        out = model(**batch, output_attentions=args.route > 0)
-        loss = out.loss
+        res = model(**batch, output_attentions=args.route > 0)
+        loss = res.loss
         aux_loss, probe = aux.loss(scenes)
         if args.route > 0:
-            aux_loss = aux_loss + args.route * route_loss(out.attentions, route)
+            aux_loss = aux_loss + args.route * route_loss(res.attentions, route)
         opt.zero_grad(set_to_none=True)
         (loss + aux_loss).backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
