@@ -418,11 +418,14 @@ class Model(NativeObject):
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                 repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
                 stop: str | Sequence[str] | None = None, add_bos: bool = True, kv_budget: float | None = None,
-                kv_policy: str = "vl-cache", kv_params: dict | None = None) -> "Generation":
+                kv_policy: str = "vl-cache", kv_params: dict | None = None,
+                chunks: list | None = None) -> "Generation":
         """A checked, ready generation (what :meth:`generate` runs), to drive step by step
         on a session of one's own: ``Generation.start`` prefills, ``Generation.push`` takes
         each step's logits. The server's scheduler runs many at once through
-        :meth:`decode_batch`. Arguments as for :meth:`generate`; all errors are raised here."""
+        :meth:`decode_batch`. Arguments as for :meth:`generate`; all errors are raised here.
+        ``chunks``: the prompt as :meth:`Session.prefill` takes it (token-id lists and
+        ``[n, n_embd]`` embedding arrays), instead of ``prompt`` and ``images``."""
         if max_tokens < 0:
             raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
         kv = None
@@ -433,7 +436,11 @@ class Model(NativeObject):
             kvcache.kv_params(kv_policy, kv_budget, **params)  # policy, budget and names, before any work
             kv = (kv_budget, kv_policy, params, stats_params)
         t_start = time.perf_counter()
-        chunks, stats = self._prompt_chunks(prompt, images, add_bos)
+        if chunks is None:
+            chunks, stats = self._prompt_chunks(prompt, images, add_bos)
+        else:
+            chunks, stats = list(chunks), GenerationStats()
+            stats.image_tokens = sum(len(c) for c in chunks if isinstance(c, np.ndarray) and c.ndim == 2)
         n_prompt = sum(len(c) for c in chunks)
         if n_prompt == 0:
             raise InvalidArgumentError("the prompt is empty (no tokens)")

@@ -200,6 +200,7 @@ class Scheduler:
         self.stopping = False
         self.metrics = metrics or {}
         self.fresh_kv_bytes: int | None = None  # what a new session holds before compression
+        self.peak_kv_bytes = 0                  # the most the running sessions held together
         self.thread = threading.Thread(target=self._run, name="vlcache-scheduler", daemon=True)
         self.thread.start()
 
@@ -240,10 +241,12 @@ class Scheduler:
         self._gauge()
 
     def _gauge(self) -> None:
+        held = self.held_kv_bytes()
+        self.peak_kv_bytes = max(self.peak_kv_bytes, held)
         if self.metrics:
             self.metrics["running"].set(len(self.running))
             self.metrics["queued"].set(len(self.queue))
-            self.metrics["kv"].set(self.held_kv_bytes())
+            self.metrics["kv"].set(held)
 
     def _emit_piece(self, job: Job) -> None:
         piece = job.gen.take()
