@@ -475,10 +475,12 @@ def train(args) -> Path:
 def export(args) -> Path:
     """OUT/hf -> F32 GGUF -> Q8_0 GGUF (text and vision weights) at --export."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
-    conv = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = conv
-    spec.loader.exec_module(conv)
+    conv = sys.modules.get("convert_hf_to_gguf")  # one copy per process: its error classes stay the same
+    if conv is None:
+        spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
+        conv = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = conv
+        spec.loader.exec_module(conv)
     dst = Path(args.export)
     dst.parent.mkdir(parents=True, exist_ok=True)
     f32 = Path(args.out) / "model-f32.gguf"

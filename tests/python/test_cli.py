@@ -8,12 +8,9 @@ from pathlib import Path
 
 import vlcache_native as vc
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def _cli(*args, stdin: str | None = None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    env = dict(os.environ)  # the package this test imported: the installed one, or the tree's with VLC_LIBRARY
+    env["PYTHONPATH"] = str(Path(vc.__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "vlcache_native", *map(str, args)], input=stdin,
                           capture_output=True, text=True, env=env, timeout=300)
 
