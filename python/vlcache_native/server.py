@@ -201,6 +201,7 @@ class Scheduler:
         self.metrics = metrics or {}
         self.fresh_kv_bytes: int | None = None  # what a new session holds before compression
         self.peak_kv_bytes = 0                  # the most the running sessions held together
+        self.decode_s, self.decode_tokens = 0.0, 0  # time in batched decode steps, tokens they ran
         self.thread = threading.Thread(target=self._run, name="vlcache-scheduler", daemon=True)
         self.thread.start()
 
@@ -285,7 +286,10 @@ class Scheduler:
         if not self.running:
             return
         jobs = list(self.running)
+        t0 = time.perf_counter()
         logits = self.model.decode_batch([j.session for j in jobs], [j.next_token for j in jobs])
+        self.decode_s += time.perf_counter() - t0
+        self.decode_tokens += len(jobs)
         for i, job in enumerate(jobs):
             job.next_token = job.gen.push(logits[i])
             self._emit_piece(job)
