@@ -25,6 +25,7 @@ typedef struct cpu_ctx {
     vlc_pool * pool;
     float *    work;         // [n_threads, work_stride] per-thread kernel scratch
     size_t     work_stride;  // floats
+    size_t     work_cap;     // bytes
     void *     xq[3];        // [rows, act row bytes] matmul inputs quantized, per vlc_act_kind
     size_t     xq_cap[3];    // bytes
     void *     xlaid;        // decode rows of the Q8A kind laid out once (vlc_qact_lay)
@@ -100,15 +101,8 @@ static vlc_status cpu_reserve(vlc_backend * be, const vlc_backend_need * nd) {
     ws = max_sz(ws, (size_t) nd->D);  // a RoPE table
     ws = round16(ws);
     if (ws > c->work_stride) {
-        size_t cap = 0;
-        void * w   = c->work;
-        c->work    = NULL;
-        vlc_status s = grow(&w, &cap, ws * (size_t) be->n_threads * sizeof(float), "per-thread scratch");
-        if (s != VLC_STATUS_OK) {
-            c->work = w;
-            return s;
-        }
-        c->work        = w;
+        VLC_TRY(grow((void **) &c->work, &c->work_cap, ws * (size_t) be->n_threads * sizeof(float),
+                     "per-thread scratch"));
         c->work_stride = ws;
     }
     for (int32_t i = 0; i < nd->n_types; i++) {

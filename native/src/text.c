@@ -10,8 +10,8 @@
 // Also: batched decoding (one step for many states of one model).
 // Is not: the ops and how they split into tasks (backend_cpu.c), argument checks of the
 // public API (api.c), the KV store (kvcache.c), the statistics' bookkeeping (stats.c),
-// the policies (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from create on; a
-// compacted head grows (1.5x, up to what the context can still take) when a forward
+// the policies (kvpolicy.c). An uncompressed cache holds n_ctx entries per head from
+// create on; a compacted head grows (1.5x, up to what the context can still take) when a forward
 // pass needs more room, before anything runs.
 // Letters: T = tokens of a chunk (<= B = n_batch), C = n_embd, H = n_head,
 // Hkv = n_head_kv, G = H / Hkv, D = head_dim, F = n_ff, V = n_vocab, L = n_layer.
@@ -111,7 +111,7 @@ static int64_t max_matmul_in(const vlc_hparams * hp) {
 static vlc_status backend_reserve(vlc_text_state * st) {
     const vlc_model *   m  = st->m;
     const vlc_hparams * hp = &m->hp;
-    uint32_t            types[8] = { m->output.type };
+    uint32_t            types[32] = { m->output.type };  // the distinct matmul weight types (fewer than 32 exist)
     int32_t             n_types  = 1;
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const vlc_layer * L = &m->layers[il];
@@ -122,7 +122,7 @@ static vlc_status backend_reserve(vlc_text_state * st) {
             for (int32_t k = 0; k < n_types; k++) {
                 seen |= types[k] == ts[i];
             }
-            if (!seen && n_types < 8) {
+            if (!seen && n_types < 32) {
                 types[n_types++] = ts[i];
             }
         }
