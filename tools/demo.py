@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import struct
 import sys
@@ -223,11 +222,8 @@ def draw_picture(path: Path) -> Path:
 
 
 def load_converter():
-    spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+    from vlcache_native import convert
+    return convert
 
 
 SHIPPED = TOOLS.parent / "models" / "shapes-llava-q8_0.gguf"

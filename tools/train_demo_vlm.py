@@ -474,20 +474,13 @@ def train(args) -> Path:
 
 def export(args) -> Path:
     """OUT/hf -> F32 GGUF -> Q8_0 GGUF (text and vision weights) at --export."""
-    import importlib.util
-    conv = sys.modules.get("convert_hf_to_gguf")  # one copy per process: its error classes stay the same
-    if conv is None:
-        spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", TOOLS / "convert_hf_to_gguf.py")
-        conv = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = conv
-        spec.loader.exec_module(conv)
+    from vlcache_native import convert, quantize
     dst = Path(args.export)
     dst.parent.mkdir(parents=True, exist_ok=True)
     f32 = Path(args.out) / "model-f32.gguf"
-    conv.convert(Path(args.out) / "hf", f32, "f32")
-    import subprocess
-    subprocess.run([sys.executable, str(TOOLS / "quantize.py"), str(f32), str(dst), args.export_type,
-                    "--vision-type", args.export_type], check=True)
+    convert.convert(Path(args.out) / "hf", f32, "f32")
+    if quantize.main([str(f32), str(dst), args.export_type, "--vision-type", args.export_type]) != 0:
+        raise RuntimeError(f"quantizing {f32} to {args.export_type} failed")
     print(f"wrote {dst} ({dst.stat().st_size / 2**20:.2f} MiB)")
     return dst
 

@@ -4,6 +4,8 @@
     vlcache-native chat -m model.gguf            # interactive; /image PATH attaches a picture
     vlcache-native serve -m model.gguf [-np 8] [--kv-budget 0.1] [--kv-memory MiB]
     vlcache-native info model.gguf
+    vlcache-native convert HF_DIR --outfile model.gguf --outtype f16
+    vlcache-native quantize model.gguf model-q4_k_m.gguf Q4_K_M
 
 Flags follow llama.cpp's names where one exists (-m, --mmproj, -c, -t, -n, --temp, --port,
 --host, -np).
@@ -136,6 +138,16 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_convert(a) -> int:
+    from . import convert
+    return convert.main(a.args)
+
+
+def cmd_quantize(a) -> int:
+    from . import quantize
+    return quantize.main(a.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vlcache-native", description="Run LLaVA-family GGUF models with VL-Cache.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -168,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-media", default=None, help="folder file:// images may be read from")
     p.add_argument("--max-body-mib", type=float, default=64.0, help="largest request body")
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("convert", help="a Hugging Face Llama / LLaVA checkpoint to GGUF (--help: its flags)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("quantize", help="a GGUF to Q8_0 / Q4_K_M / ... (--help: its flags)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_quantize)
 
     p = sub.add_parser("info", help="what a GGUF holds")
     p.add_argument("file")

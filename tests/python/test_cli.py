@@ -55,3 +55,13 @@ def test_errors_exit_1_with_a_message(tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 10)
     r = _cli("info", bad)
     assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_quantize_and_convert_subcommands(tiny_gguf, tmp_path):
+    out = tmp_path / "tiny-q8_0.gguf"
+    r = _cli("quantize", tiny_gguf, out, "Q8_0")
+    assert r.returncode == 0, r.stderr
+    m = vc.Model(out, n_ctx=64, n_threads=1)
+    assert m.info["n_layer"] == 2
+    r = _cli("convert", tmp_path / "no-such-dir", "--outfile", tmp_path / "x.gguf")
+    assert r.returncode == 1 and "error" in r.stderr and "Traceback" not in r.stderr
