@@ -45,9 +45,9 @@ def requests(model, n: int, ctx: int, pictures: int, rows: int, gen: int, budget
     return out
 
 
-async def run(model, gens, n_parallel: int, kv_memory: int | None) -> dict:
+async def run(model, gens, n_parallel: int, kv_memory: int | None, prefill_chunk: int) -> dict:
     from vlcache_native.server import Job, Scheduler
-    sched = Scheduler(model, n_parallel, kv_memory)
+    sched = Scheduler(model, n_parallel, kv_memory, prefill_chunk=prefill_chunk)
     loop = asyncio.get_running_loop()
     jobs = [Job(g, loop, asyncio.Queue()) for g in gens]
     t0 = time.perf_counter()
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--budget", type=float, default=0.1)
     ap.add_argument("--kv-memory", type=float, default=None, help="MiB of KV the running sessions may hold")
+    ap.add_argument("--prefill-chunk", type=int, default=256, help="prompt positions between two decode steps")
     a = ap.parse_args(argv)
     import vlcache_native as vc
     path = Path(a.model) if a.model else Path(a.cache_dir) / "random-llama-0.84b-f16.gguf"
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     for n in [int(x) for x in a.n.split(",")]:
         for budget in [None] + ([a.budget] if a.budget is not None else []):
             gens = requests(model, n, a.ctx, a.pictures, a.image_rows, a.gen, budget)
-            r = asyncio.run(run(model, gens, n, kv_memory))
+            r = asyncio.run(run(model, gens, n, kv_memory, a.prefill_chunk))
             label = "full" if budget is None else f"vl-cache {budget:g}"
             print(f"| {label} | {n} | {r['decode_tok_s']:.2f} | {r['tok_s']:.2f} | {r['ttft50']:.0f} | {r['ttft95']:.0f} | {r['kv_mib']:.1f} | "
                   f"{r['failed']} | {r['wall']:.1f} |", flush=True)

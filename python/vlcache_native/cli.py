@@ -119,7 +119,8 @@ def cmd_serve(a) -> int:
     from . import server
     server.serve(a.model, a.mmproj, host=a.host, port=a.port, alias=a.alias, n_ctx=a.ctx_size,
                  n_threads=a.threads, n_parallel=a.parallel, kv_budget=a.kv_budget, kv_policy=a.kv_policy,
-                 kv_memory_mib=a.kv_memory, allowed_media=a.allowed_media, max_body_mib=a.max_body_mib)
+                 kv_memory_mib=a.kv_memory, allowed_media=a.allowed_media, max_body_mib=a.max_body_mib,
+                 prefill_chunk=a.prefill_chunk)
     return 0
 
 
@@ -179,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-memory", type=float, default=None, help="MiB of KV the running sequences may hold")
     p.add_argument("--allowed-media", default=None, help="folder file:// images may be read from")
     p.add_argument("--max-body-mib", type=float, default=64.0, help="largest request body")
+    p.add_argument("--prefill-chunk", type=int, default=256,
+                   help="prompt positions prefilled between two decode steps (an image goes in whole)")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("convert", help="a Hugging Face Llama / LLaVA checkpoint to GGUF (--help: its flags)",

@@ -515,17 +515,55 @@ class Generation:
 
     def start(self, sess: Session) -> np.ndarray:
         """Prefills the prompt into ``sess`` (reset first); the last position's logits."""
+        self.begin(sess)
+        logits = None
+        while logits is None:
+            logits = self.advance(None)
+        return logits
+
+    def begin(self, sess: Session) -> None:
+        """Readies a prefill into ``sess`` (reset first) that :meth:`advance` runs piece by
+        piece; the statistics a KV budget needs are set up over the whole prompt here."""
         sess.reset()
         self._session = sess
         for c in self.chunks:
             if not isinstance(c, np.ndarray) or c.ndim == 1:  # text tokens feed the repetition penalty
                 for t in c:
                     lib.vlc_sampler_accept(self.sampler, int(t))
-        if self.kv is None:
-            logits = sess.prefill(self.chunks)
-        else:
-            budget, policy, params, stats_params = self.kv
-            logits = sess.prefill(self.chunks, kv_stats=policy, **stats_params)
+        parts = sess._parts(self.chunks)
+        if self.kv is not None:
+            _, policy, _, stats_params = self.kv
+            sess._start_kv_stats(parts, sum(len(a) for _, a in parts), policy, stats_params.get("p", 0.01),
+                                 stats_params.get("window", 32))
+        self._pending = [a for _, a in parts]
+
+    def advance(self, max_rows: int | None) -> np.ndarray | None:
+        """Prefills the next piece: at most ``max_rows`` prompt positions of text, or one
+        whole image (an image is never split: it is one image span), or everything left
+        when ``max_rows`` is None. Returns the last position's logits once the prompt is
+        in (after compressing, when a KV budget was asked for), else None. The result is
+        the same for any piece sizes: rows do not depend on how a prompt is chunked."""
+        sess, pending = self._session, self._pending
+        take = []
+        rows = 0
+        while pending and (max_rows is None or rows < max_rows):
+            a = pending[0]
+            if a.ndim == 2 or max_rows is None or len(a) <= max_rows - rows:
+                if take and a.ndim == 2 and max_rows is not None:
+                    break  # an image goes in a piece of its own
+                take.append(pending.pop(0))
+                rows += len(a)
+                if a.ndim == 2 and max_rows is not None:
+                    break
+            else:
+                take.append(a[:max_rows - rows])
+                pending[0] = a[max_rows - rows:]
+                rows = max_rows
+        logits = sess.prefill(take)
+        if pending:
+            return None
+        if self.kv is not None:
+            budget, policy, params, _ = self.kv
             self.stats.kv = sess.compress(budget, policy, **params)
         if self.max_tokens == 0:
             self.done = True

@@ -10,9 +10,11 @@ OpenAI's fields a request may set ``kv_budget`` and ``kv_policy`` (VL-Cache), an
 response carries llama-server's ``timings``.
 
 One scheduler thread owns every native call on sessions: between batched decode steps
-(:meth:`Model.decode_batch` over all running sequences) it admits at most one queued
-request, prefills it (whole) into a session of its own and compresses the session's KV
-cache when the request asked for a budget. A request waits in the queue while ``n_parallel``
+(:meth:`Model.decode_batch` over all running sequences) it prefills one piece of one
+admitted request's prompt into the request's own session (at most ``prefill_chunk``
+positions of text, or one whole image), so that decoding goes on while long prompts come
+in, and compresses the session's KV cache once the prompt is in when the request asked
+for a budget. A request waits in the queue while ``n_parallel``
 sequences run, or while the KV bytes the running sessions hold plus a new session's would
 pass ``kv_memory`` (so compressed sequences make room for more). Each sequence's tokens are
 exactly what :meth:`Model.generate` gives alone. A client that goes away mid-stream frees its
@@ -192,10 +194,13 @@ class Job:
 class Scheduler:
     """Runs every queued generation, batching their decode steps (the module docstring)."""
 
-    def __init__(self, model, n_parallel: int = 4, kv_memory: int | None = None, metrics: dict | None = None):
+    def __init__(self, model, n_parallel: int = 4, kv_memory: int | None = None, metrics: dict | None = None,
+                 prefill_chunk: int = 256):
         self.model, self.n_parallel, self.kv_memory = model, max(1, int(n_parallel)), kv_memory
+        self.prefill_chunk = max(1, int(prefill_chunk))
         self.queue: collections.deque[Job] = collections.deque()
         self.running: list[Job] = []
+        self.prefilling: Job | None = None  # the request whose prompt goes in, a piece per step
         self.cv = threading.Condition()
         self.stopping = False
         self.metrics = metrics or {}
@@ -219,7 +224,8 @@ class Scheduler:
         self.thread.join(timeout=30)
 
     def held_kv_bytes(self) -> int:
-        return sum(j.session.stats()["kv_bytes"] for j in self.running if j.session is not None)
+        jobs = self.running + ([self.prefilling] if self.prefilling is not None else [])
+        return sum(j.session.stats()["kv_bytes"] for j in jobs if j.session is not None)
 
     def _fits(self) -> bool:
         if len(self.running) >= self.n_parallel:
@@ -255,20 +261,38 @@ class Scheduler:
             job.emit(("piece", piece))
 
     def _admit(self) -> None:
-        """Prefills one queued request (the oldest not cancelled), when it fits."""
-        with self.cv:
-            while self.queue and self.queue[0].cancelled:
-                self.queue.popleft()
-            if not self.queue or not self._fits():
+        """Prefills the next piece (at most prefill_chunk positions, or one image) of the
+        request being admitted; starts on the oldest queued one (not cancelled) when none
+        is and it fits. Once its prompt is in, the request joins the batched steps."""
+        job = self.prefilling
+        if job is None:
+            with self.cv:
+                while self.queue and self.queue[0].cancelled:
+                    self.queue.popleft()
+                if not self.queue or not self._fits():
+                    return
+                job = self.queue.popleft()
+            try:
+                job.session = self.model.session()
+                if self.fresh_kv_bytes is None:
+                    self.fresh_kv_bytes = job.session.stats()["kv_bytes"]
+                job.gen.begin(job.session)
+            except Exception as e:  # noqa: BLE001 - whatever it is, this request gets the error
+                self._finish(job, e)
                 return
-            job = self.queue.popleft()
+            self.prefilling = job
+        if job.cancelled:
+            self.prefilling = None
+            self._finish(job)
+            return
         try:
-            job.session = self.model.session()
-            if self.fresh_kv_bytes is None:
-                self.fresh_kv_bytes = job.session.stats()["kv_bytes"]
-            logits = job.gen.start(job.session)
+            logits = job.gen.advance(self.prefill_chunk)
+            if logits is None:
+                return
+            self.prefilling = None
             job.next_token = job.gen.push(logits)
-        except Exception as e:  # noqa: BLE001 - whatever it is, this request gets the error
+        except Exception as e:  # noqa: BLE001
+            self.prefilling = None
             self._finish(job, e)
             return
         self._emit_piece(job)
@@ -301,10 +325,10 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self.cv:
-                while not self.stopping and not self.queue and not self.running:
+                while not self.stopping and not self.queue and not self.running and self.prefilling is None:
                     self.cv.wait()
                 if self.stopping:
-                    pending = list(self.queue) + list(self.running)
+                    pending = list(self.queue) + list(self.running) + ([self.prefilling] if self.prefilling else [])
                     self.queue.clear()
                     break
             try:
@@ -330,13 +354,14 @@ class Server:
     def __init__(self, model_path: str, mmproj: str | None = None, *, alias: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, n_parallel: int = 4, kv_budget: float | None = None,
                  kv_policy: str = "vl-cache", kv_memory_mib: float | None = None, allowed_media: str | None = None,
-                 max_body_mib: float = 64.0, load_now: bool = False):
+                 max_body_mib: float = 64.0, prefill_chunk: int = 256, load_now: bool = False):
         self.model_path, self.mmproj = model_path, mmproj
         self.alias = alias or os.path.splitext(os.path.basename(model_path))[0]
         self.n_ctx, self.n_threads, self.n_parallel = n_ctx, n_threads, n_parallel
         self.kv_budget, self.kv_policy = kv_budget, kv_policy
         self.kv_memory = int(kv_memory_mib * 2**20) if kv_memory_mib else None
         self.allowed_media, self.max_body = allowed_media, int(max_body_mib * 2**20)
+        self.prefill_chunk = prefill_chunk
         self.model = None
         self.scheduler: Scheduler | None = None
         self.load_error: str | None = None
@@ -366,7 +391,7 @@ class Server:
         except VlcacheError as e:
             self.load_error = str(e)
             return
-        self.scheduler = Scheduler(self.model, self.n_parallel, self.kv_memory, self.metrics)
+        self.scheduler = Scheduler(self.model, self.n_parallel, self.kv_memory, self.metrics, self.prefill_chunk)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):

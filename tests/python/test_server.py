@@ -250,3 +250,35 @@ def test_shutdown_with_requests_in_flight(demo_gguf):
     r.stop()
     assert not t.is_alive()
     assert results and results[0] in (503, 200)
+
+
+@pytest.mark.parametrize("budget", [None, 0.5])
+def test_prefill_in_pieces_matches_whole(demo_model, budget):
+    """The scheduler prefills a prompt a piece at a time between decode steps: text in
+    pieces of at most max_rows positions, each image whole. Tokens, compression and KV
+    positions must equal one whole prefill (generate alone)."""
+    kw = dict(max_tokens=12, kv_budget=budget) if budget else dict(max_tokens=12)
+    prompt = "USER: <image>\nWhat colour is the star? ASSISTANT: The star is red. USER: <image>\nAnd here? ASSISTANT:"
+    images = [_png(7), _png(8)]
+    want = demo_model.generate(prompt, images=images, **kw)
+    gen = demo_model.request(prompt, images=images, **kw)
+    sess = demo_model.session()
+    gen.begin(sess)
+    pieces, logits = 0, None
+    while logits is None:
+        before = sess.n_past
+        logits = gen.advance(5)
+        pieces += 1
+        grown = sess.n_past - before
+        assert grown <= 5 or grown == demo_model.vision_info["n_tokens_per_tile"]  # text <= 5, or one image
+    n_text = gen.stats.prompt_tokens - gen.stats.image_tokens
+    assert pieces >= 2 + n_text // 5  # the two images, and the text in pieces of 5
+    token = gen.push(logits)
+    while token is not None:
+        token = gen.push(sess.decode(token))
+    got = gen.finish(sess)
+    assert got.tokens == want.tokens and got.text == want.text
+    if budget:  # the same positions kept in every layer and head, the same sparsities
+        assert [[list(h) for h in layer] for layer in got.stats.kv.kept] == \
+            [[list(h) for h in layer] for layer in want.stats.kv.kept]
+        assert np.array_equal(got.stats.kv.sparsity, want.stats.kv.sparsity)
