@@ -462,8 +462,10 @@ class Server:
                 prompt = body.get("prompt")
                 if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
                     prompt = prompt[0]
-                if not isinstance(prompt, str):
-                    raise HTTPError(400, "'prompt' must be a string", param="prompt")
+                is_ids = (isinstance(prompt, list) and prompt
+                          and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt))
+                if not isinstance(prompt, str) and not is_ids:
+                    raise HTTPError(400, "'prompt' must be a string or a list of token ids", param="prompt")
                 gen = await run_in_threadpool(self.model.request, prompt, **kw)
         except HTTPError as e:
             self.metrics["requests"].labels(endpoint, str(e.status)).inc()

@@ -144,6 +144,9 @@ def test_multi_turn_and_completions(srv, demo_model):
                                                        "max_tokens": 8}, timeout=60).json()
     assert r["object"] == "text_completion"
     assert r["choices"][0]["text"] == demo_model.generate("USER: Is there a red star? ASSISTANT:", max_tokens=8).text
+    ids = demo_model.tokenize("USER: How many stars are there? ASSISTANT:")
+    r = httpx.post(srv.url + "/v1/completions", json={"prompt": ids, "max_tokens": 8}, timeout=60).json()
+    assert r["choices"][0]["text"] == demo_model.generate(ids, max_tokens=8).text
 
 
 def test_kv_budget_per_request(srv, demo_model):
@@ -172,7 +175,8 @@ def test_kv_budget_per_request(srv, demo_model):
     ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400, "unknown content part type"),
     ({"messages": [{"role": "user", "content": "star " * 2000}]}, 400, "context"),
     ({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"}, 404, "not found"),
-    ({"prompt": 5}, 400, "'prompt' must be a string"),
+    ({"prompt": 5}, 400, "'prompt' must be a string or a list of token ids"),
+    ({"prompt": [1, 2**40]}, 400, "int32"),
     ({"messages": [{"role": "user", "content": "hi"}], "kv_budget": 7}, 400, "budget"),
 ])
 def test_errors_are_openai_shaped(srv, body, status, needle):
