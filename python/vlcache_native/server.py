@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ContextFullError, InvalidArgumentError, VlcacheError
@@ -185,7 +185,6 @@ class Job:
     cancelled: bool = False
     session: Any = None
     next_token: int | None = None
-    t_queued: float = field(default_factory=time.perf_counter)
 
     def emit(self, item) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
