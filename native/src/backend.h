@@ -12,8 +12,8 @@
 // places still hand the CPU backend host memory where a device backend needs a staging
 // copy: the pixels of patch_embed, the projector's output and the logits rows (the
 // caller's buffers); the CUDA backend (issue 13) adds those copies and the model's
-// per-backend weight copies. Ops are issued in order; sync waits for all of them (a no-op on the
-// CPU, where each op returns when it is done).
+// per-backend weight copies. Ops are issued in order; sync waits for all of them (a no-op
+// on the CPU, where each op returns when it is done).
 //
 // Determinism: each op computes every output element in one fixed order, so its bits do
 // not depend on the thread count, the task split or how the caller chunks tokens.
