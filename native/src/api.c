@@ -408,7 +408,7 @@ vlc_status vlc_session_decode(vlc_session * s, int32_t token, float * logits) {
     return VLC_STATUS_OK;
 }
 
-// Sessions per vlc_text_forward_batch call (the states' array lives on the stack).
+// Sessions per vlc_text_batch_prepare / _run call (the states' array lives on the stack).
 enum { BATCH_CHUNK = 64 };
 
 vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * tokens, int32_t n, float * logits) {
@@ -440,8 +440,8 @@ vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * toke
                     return VLC_ERR(st, "sessions %d.. (state i is session %d + i): %s", c0, c0, msg);
                 }
                 VLC_TRY(st);
-            } else {
-                VLC_TRY(vlc_text_forward_batch(sts, tokens + c0, m, logits + c0 * V));
+            } else {  // checked and reserved in pass 0
+                vlc_text_batch_run(sts, tokens + c0, m, logits + c0 * V);
             }
         }
     }

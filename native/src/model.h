@@ -104,8 +104,10 @@ const float * vlc_text_state_logits(const vlc_text_state * st); // [V] or NULL b
 vlc_status vlc_text_forward_batch(vlc_text_state * const * sts, const int32_t * tokens, int32_t n,
                                   float * logits_out);
 // The checks of vlc_text_forward_batch, and room for one more KV entry in each state (which
-// changes no state's contents): what a caller running several batches checks first.
+// changes no state's contents): what a caller running several batches checks first ...
 vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * tokens, int32_t n);
+// ... before running each of them with this, which checks nothing (the step's own work only).
+void       vlc_text_batch_run(vlc_text_state * const * sts, const int32_t * tokens, int32_t n, float * logits_out);
 
 // Attention statistics (stats.h) for the rows still to be run (p != NULL, checked by
 // vlc_stats_check, buffers allocated here: the forward pass allocates nothing); p == NULL

@@ -107,30 +107,24 @@ static int64_t max_matmul_in(const vlc_hparams * hp) {
     return m > hp->n_ff ? m : hp->n_ff;
 }
 
-// The backend's kernel scratch for steps of up to B rows over this model's weights.
+// The backend's kernel scratch for steps of up to B rows over this model's weights (one
+// reserve per layer's weight types; reserve only grows).
 static vlc_status backend_reserve(vlc_text_state * st) {
     const vlc_model *   m  = st->m;
     const vlc_hparams * hp = &m->hp;
-    uint32_t            types[32] = { m->output.type };  // the distinct matmul weight types (fewer than 32 exist)
-    int32_t             n_types  = 1;
+    vlc_backend_need    need = { .max_rows = st->n_batch, .max_in = max_matmul_in(hp),
+                                 .G = hp->n_head / hp->n_head_kv, .D = hp->head_dim,
+                                 .types = &m->output.type, .n_types = 1 };
+    VLC_TRY(st->be->reserve(st->be, &need));
     for (int32_t il = 0; il < hp->n_layer; il++) {
-        const vlc_layer * L = &m->layers[il];
-        const uint32_t    ts[] = { L->wq.type, L->wk.type, L->wv.type, L->wo.type, L->w_gate.type, L->w_up.type,
-                                   L->w_down.type };
-        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
-            int seen = 0;
-            for (int32_t k = 0; k < n_types; k++) {
-                seen |= types[k] == ts[i];
-            }
-            if (!seen && n_types < 32) {
-                types[n_types++] = ts[i];
-            }
-        }
+        const vlc_layer * L       = &m->layers[il];
+        const uint32_t    types[] = { L->wq.type, L->wk.type, L->wv.type, L->wo.type, L->w_gate.type, L->w_up.type,
+                                      L->w_down.type };
+        need.types   = types;
+        need.n_types = (int32_t) (sizeof(types) / sizeof(types[0]));
+        VLC_TRY(st->be->reserve(st->be, &need));
     }
-    const vlc_backend_need need = { .max_rows = st->n_batch, .max_in = max_matmul_in(hp),
-                                    .G = hp->n_head / hp->n_head_kv, .D = hp->head_dim,
-                                    .types = types, .n_types = n_types };
-    return st->be->reserve(st->be, &need);
+    return VLC_STATUS_OK;
 }
 
 static vlc_status slab_alloc(vlc_text_state * st) {
@@ -423,12 +417,16 @@ vlc_status vlc_text_batch_prepare(vlc_text_state * const * sts, const int32_t * 
 vlc_status vlc_text_forward_batch(vlc_text_state * const * sts, const int32_t * tokens, int32_t n, float * logits_out) {
     VLC_CHECK(logits_out != NULL, VLC_STATUS_INVALID_ARG, "logits_out is NULL");
     VLC_TRY(vlc_text_batch_prepare(sts, tokens, n));
+    vlc_text_batch_run(sts, tokens, n, logits_out);
+    return VLC_STATUS_OK;
+}
+
+void vlc_text_batch_run(vlc_text_state * const * sts, const int32_t * tokens, int32_t n, float * logits_out) {
     const int64_t V = sts[0]->m->hp.n_vocab;
     for (int32_t c0 = 0; c0 < n; c0 += sts[0]->n_batch) {
         const int32_t T = n - c0 < sts[0]->n_batch ? n - c0 : sts[0]->n_batch;
         forward_batch_chunk(sts[0], sts + c0, tokens + c0, T, logits_out + c0 * V);
     }
-    return VLC_STATUS_OK;
 }
 
 // ---------------------------------------------------------------------------

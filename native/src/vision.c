@@ -484,15 +484,17 @@ static vlc_status ensure_ctx(vlc_vision * v, int32_t n_threads, int64_t nt) {
     const vlc_vision_info * in = &v->info;
     const int64_t P = in->patch_size, N = (in->image_size / P) * (in->image_size / P), T = N + 1;
     const int64_t C = in->n_embd, F = in->n_ff, K = 3 * P * P, E1 = v->mm0.ne[1];
-    uint32_t      types[5] = { v->patch.type, v->mm0.type, v->mm2.type };
-    int32_t       n_types  = 3;
-    if (in->n_layer > 0) {
-        types[n_types++] = v->layers[0].wq.type;
-        types[n_types++] = v->layers[0].fc1.type;
-    }
-    const vlc_backend_need need = { .max_rows = nt * T, .max_in = (int64_t) max_sz(max_sz(K, C), max_sz(F, E1)),
-                                    .G = 1, .D = (int32_t) (C / in->n_head), .types = types, .n_types = n_types };
+    const uint32_t types[] = { v->patch.type, v->mm0.type, v->mm2.type };
+    vlc_backend_need need = { .max_rows = nt * T, .max_in = (int64_t) max_sz(max_sz(K, C), max_sz(F, E1)), .G = 1,
+                              .D = (int32_t) (C / in->n_head), .types = types, .n_types = 3 };
     VLC_TRY(v->be->reserve(v->be, &need));
+    for (int32_t il = 0; il < in->n_layer; il++) {  // every layer's types (reserve only grows)
+        const vis_layer * L    = &v->layers[il];
+        const uint32_t    lt[] = { L->wq.type, L->wk.type, L->wv.type, L->wo.type, L->fc1.type, L->fc2.type };
+        need.types   = lt;
+        need.n_types = (int32_t) (sizeof(lt) / sizeof(lt[0]));
+        VLC_TRY(v->be->reserve(v->be, &need));
+    }
     const size_t floats = scratch_of(v, nt).total;
     if (v->slab_cap < floats) {
         v->be->dealloc(v->be, v->slab);
