@@ -81,24 +81,27 @@ def _check_fields(body: dict) -> None:
         v = body.get(name)
         if v is None:
             continue
-        if isinstance(v, bool) and types is not bool and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise HTTPError(400, f"'{name}' must be {what}, got {json.dumps(v)}", param=name)
-        if not isinstance(v, types):
-            raise HTTPError(400, f"'{name}' must be {what}, got {type(v).__name__}", param=name)
+        allowed = types if isinstance(types, tuple) else (types,)
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):  # bool is an int
+            shown = json.dumps(v) if isinstance(v, bool) else type(v).__name__
+            raise HTTPError(400, f"'{name}' must be {what}, got {shown}", param=name)
     stop = body.get("stop")
     if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
         raise HTTPError(400, "'stop' must be a string or a list of strings", param="stop")
 
 
 def _gen_kwargs(body: dict, default_budget: float | None, default_policy: str) -> dict:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", body.get("n_predict", 256)))
+    def get(name, default):
+        v = body.get(name)
+        return default if v is None else v
+
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", body.get("n_predict")))
     if max_tokens is None or max_tokens < 0:
         max_tokens = 256
-    kw = dict(max_tokens=max_tokens, temperature=float(body.get("temperature", 0.0) or 0.0),
-              top_p=float(body.get("top_p", 1.0) if body.get("top_p") is not None else 1.0),
-              top_k=int(body.get("top_k") or 0), min_p=float(body.get("min_p") or 0.0),
-              repeat_penalty=float(body.get("repeat_penalty") or 1.0), seed=int(body.get("seed") or 0),
-              stop=body.get("stop"))
+    kw = dict(max_tokens=max_tokens, temperature=float(get("temperature", 0.0)), top_p=float(get("top_p", 1.0)),
+              top_k=int(get("top_k", 0)), min_p=float(get("min_p", 0.0)),
+              repeat_penalty=float(body.get("repeat_penalty") or 1.0),  # 0, like unset: no penalty
+              seed=int(get("seed", 0)), stop=body.get("stop"))
     budget = body.get("kv_budget", default_budget)
     if budget is not None and not 0 < budget <= 1:
         raise HTTPError(400, f"kv_budget={budget} is out of range: expected 0 < kv_budget <= 1 (1 = the full cache)",
