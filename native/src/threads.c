@@ -9,10 +9,12 @@
 
 #include "error.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -180,8 +182,10 @@ vlc_status vlc_pool_create(int32_t n_threads, vlc_pool ** out) {
         int rc = pthread_create(&pool->threads[i], NULL, worker_main, &pool->workers[i]);
         if (rc != 0) {
             vlc_pool_free(pool);
-            return VLC_ERR(VLC_STATUS_INTERNAL, "pthread_create failed for worker %d of %d (error %d)",
-                           i + 1, n_threads - 1, rc);
+            // EAGAIN is a resource limit (threads, memory for the stack), not a bug: say so
+            return VLC_ERR(rc == EAGAIN ? VLC_STATUS_OOM : VLC_STATUS_INTERNAL,
+                           "n_threads = %d: cannot start worker %d of %d (%s)%s", n_threads, i + 1, n_threads - 1,
+                           strerror(rc), rc == EAGAIN ? "; the system's thread or memory limit: ask for fewer" : "");
         }
         pool->n_started++;
     }

@@ -18,8 +18,9 @@ typedef struct vlc_pool vlc_pool;
 
 typedef void (*vlc_task_fn)(void * ctx, int64_t task, int ith);
 
-// n_threads >= 1. Errors: VLC_STATUS_INVALID_ARG, VLC_STATUS_OOM, VLC_STATUS_INTERNAL
-// (pthread_create failed). On failure *out is NULL.
+// n_threads >= 1. Errors: VLC_STATUS_INVALID_ARG, VLC_STATUS_OOM (also when the system
+// refuses a thread: EAGAIN, a resource limit), VLC_STATUS_INTERNAL (pthread_create failed
+// otherwise). On failure *out is NULL.
 vlc_status vlc_pool_create(int32_t n_threads, vlc_pool ** out);
 void       vlc_pool_free(vlc_pool * pool); // joins the workers; NULL is a no-op
 int32_t    vlc_pool_n_threads(const vlc_pool * pool);

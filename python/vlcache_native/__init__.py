@@ -12,6 +12,7 @@ from .errors import (
     CudaError,
     InternalError,
     InvalidArgumentError,
+    InvalidTypeError,
     ModelFormatError,
     ModelIOError,
     OutOfMemoryError,
@@ -32,6 +33,6 @@ def build_info() -> str:
 
 __all__ = [
     "Model", "Session", "CompressReport", "kvcache", "Completion", "CompletionStream", "GenerationStats", "build_info",
-    "VlcacheError", "InvalidArgumentError", "ModelIOError", "ModelFormatError", "UnsupportedError",
+    "VlcacheError", "InvalidArgumentError", "InvalidTypeError", "ModelIOError", "ModelFormatError", "UnsupportedError",
     "OutOfMemoryError", "ContextFullError", "CudaError", "InternalError",
 ]

@@ -20,7 +20,7 @@ import base64
 import binascii
 from typing import Any, Sequence
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, InvalidTypeError
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -53,16 +53,22 @@ def split_content(content) -> tuple[list[Any], str]:
     """(images, text) of one message's content: a string, or a list of parts."""
     if isinstance(content, str):
         return [], content
+    if not isinstance(content, (list, tuple)):
+        raise InvalidTypeError(f"content must be a str or a list of parts, got {type(content).__name__}")
     images, texts = [], []
-    for part in content:
+    for j, part in enumerate(content):
         if isinstance(part, str):
             texts.append(part)
+        elif not isinstance(part, dict):
+            raise InvalidTypeError(f"content part {j} must be a dict or a str, got {type(part).__name__}")
         elif part.get("type") == "text":
+            if not isinstance(part.get("text"), str):
+                raise InvalidArgumentError(f"content part {j}: a text part needs a str 'text', got {part!r}")
             texts.append(part["text"])
         elif part.get("type") in ("image", "image_url"):
             images.append(_image_source(part))
         else:
-            raise InvalidArgumentError(f"unknown content part type {part.get('type')!r}")
+            raise InvalidArgumentError(f"content part {j}: unknown type {part.get('type')!r}")
     return images, " ".join(texts) if len(texts) > 1 else "".join(texts)
 
 
@@ -73,11 +79,18 @@ def format_chat(messages: Sequence[dict], template: str, add_generation_prompt: 
     out: list[str] = []
     images: list = []
     system = None
+    if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Sequence):
+        raise InvalidTypeError(f"messages must be a list of dicts, got {type(messages).__name__}")
     for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise InvalidTypeError(f"message {i} must be a dict, got {type(msg).__name__}")
         role = msg.get("role")
         if role not in ("system", "user", "assistant"):
             raise InvalidArgumentError(f"message {i}: unknown role {role!r}")
-        imgs, text = split_content(msg.get("content", ""))
+        try:
+            imgs, text = split_content(msg.get("content", ""))
+        except InvalidArgumentError as e:
+            raise type(e)(f"message {i}: {e}") from None
         images += imgs
         marks = (IMAGE_PLACEHOLDER + "\n") * len(imgs)
         if role == "system":

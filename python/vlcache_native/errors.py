@@ -1,6 +1,11 @@
-"""Exceptions: one class per vlc_status, all under :class:`VlcacheError`."""
+"""Exceptions: one class per vlc_status, all under :class:`VlcacheError`, and the argument
+checks the Python boundary shares (they raise those classes, naming the argument)."""
 
 from __future__ import annotations
+
+import functools
+import inspect
+import operator
 
 from ._ffi import ffi, lib
 
@@ -15,6 +20,11 @@ class InvalidArgumentError(VlcacheError, ValueError):
     """A value given by the caller is out of range (token id, size, parameter)."""
 
     status = lib.VLC_STATUS_INVALID_ARG
+
+
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """A value given by the caller has the wrong type (None for an image, a message part that
+    is not a dict), or a keyword argument the function does not take."""
 
 
 class ModelIOError(VlcacheError, OSError):
@@ -36,7 +46,7 @@ class UnsupportedError(VlcacheError):
 
 
 class OutOfMemoryError(VlcacheError, MemoryError):
-    """An allocation failed."""
+    """A resource ran out: an allocation failed, or the system refused a worker thread."""
 
     status = lib.VLC_STATUS_OOM
 
@@ -64,6 +74,57 @@ _BY_STATUS = {
     for cls in (InvalidArgumentError, ModelIOError, ModelFormatError, UnsupportedError,
                 OutOfMemoryError, ContextFullError, CudaError, InternalError)
 }
+
+
+def checked_arguments(fn):
+    """Decorator: a call with an unknown keyword argument (or missing / extra positional ones)
+    raises InvalidTypeError naming it, instead of a bare TypeError. Costs nothing on a good call."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TypeError:
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as bad:
+                raise InvalidTypeError(f"{fn.__qualname__}(): {bad}") from None
+            raise
+
+    return wrapper
+
+
+def int_arg(name: str, value, lo: int = -2**31, hi: int = 2**31 - 1) -> int:
+    """``value`` as an int in [lo, hi] (an int32 by default); anything else raises, naming it."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise InvalidTypeError(f"{name}={value!r}, expected an int") from None
+    if not lo <= v <= hi:
+        raise InvalidArgumentError(f"{name}={v}, expected {lo} .. {hi}")
+    return v
+
+
+def float_arg(name: str, value) -> float:
+    """``value`` as a float (range checks are the callee's); a non-number raises, naming it."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"{name}={value!r}, expected a number") from None
+
+
+def utf8_arg(name: str, text: str) -> bytes:
+    """``text`` encoded as UTF-8; a str that cannot be (a lone surrogate) raises, naming where."""
+    if not isinstance(text, str):
+        raise InvalidTypeError(f"{name} must be a str, got {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgumentError(f"{name} is not valid Unicode: {text[e.start:e.end]!r} at index {e.start} "
+                                   f"is a lone surrogate") from None
 
 
 def check(status: int) -> int:

@@ -38,8 +38,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from .errors import InvalidArgumentError, InvalidTypeError
+
 __all__ = [
-    "ImageError", "load_image", "ImageProcessor", "ProcessedImage", "select_best_resolution",
+    "ImageError", "ImageNotFoundError", "load_image", "ImageProcessor", "ProcessedImage", "select_best_resolution",
     "pack_llava_next_features", "llava_next_num_tokens", "processor_for_model",
     "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD",
 ]
@@ -51,9 +53,14 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_GRID_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
 
 
-class ImageError(ValueError):
+class ImageError(InvalidArgumentError):
     """An image that cannot be used: undecodable data, zero size, wrong array dtype or shape,
-    or a preprocessing configuration this module does not support."""
+    not a regular file or too large, or a preprocessing configuration this module does not
+    support. A VlcacheError and a ValueError."""
+
+
+class ImageNotFoundError(ImageError, FileNotFoundError):
+    """An image path that does not exist (also a FileNotFoundError)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,13 +129,14 @@ def load_image(image: Any) -> PIL.Image.Image:
     CMYK, YCbCr, 1, ...) go through Pillow's ``convert("RGB")``. (HF's separate
     ``image_utils.load_image``, used for URLs in chat templates, instead drops alpha.)
 
-    Raises FileNotFoundError for a missing file; ImageError (a ValueError) for undecodable
-    data, a zero-size image, or an array of the wrong dtype or shape; TypeError otherwise.
+    Raises ImageNotFoundError (a FileNotFoundError) for a missing file; ImageError (a
+    ValueError) for undecodable data, a zero-size image, or an array of the wrong dtype or
+    shape; InvalidTypeError (a TypeError) for anything else, e.g. None. All are VlcacheErrors.
     """
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"image file not found: {path!r}")
+            raise ImageNotFoundError(f"image file not found: {path!r}")
         if os.path.isdir(path):
             raise ImageError(f"cannot decode image {path!r}: it is a directory")
         with open(path, "rb") as f:
@@ -143,7 +151,8 @@ def load_image(image: Any) -> PIL.Image.Image:
     elif isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     else:
-        raise TypeError(f"load_image: expected a path, bytes, a PIL image or a uint8 array, got {type(image).__name__}")
+        raise InvalidTypeError(f"image: expected a path, bytes, a PIL image or a uint8 array, "
+                               f"got {type(image).__name__}")
     if pil.width == 0 or pil.height == 0:
         raise ImageError(f"load_image: zero-size image ({pil.width}x{pil.height})")
     return _pil_to_rgb(pil)
@@ -643,7 +652,12 @@ def processor_for_model(model) -> ImageProcessor:
     v = model.vision_info
     text = model.metadata("vlcache.image.processor")
     if text:
-        proc = ImageProcessor.from_config(text)
+        try:
+            proc = ImageProcessor.from_config(text)
+        except ImageError:
+            raise
+        except (ValueError, TypeError) as e:  # not JSON, not an object, a value of the wrong type
+            raise ImageError(f"the model's vlcache.image.processor metadata is corrupt: {e}") from None
     else:
         pins = _model_meta_nums(model, "clip.vision.image_grid_pinpoints")
         proc = ImageProcessor.from_mmproj(v["image_size"], v["image_mean"], v["image_std"],

@@ -14,10 +14,11 @@ import numpy as np
 from ._ffi import ffi, lib
 from . import chat as _chat
 from ._native import NativeObject
-from .errors import ContextFullError, InvalidArgumentError, ModelIOError, check
+from .errors import (ContextFullError, InvalidArgumentError, InvalidTypeError, ModelIOError, check, checked_arguments,
+                     float_arg, int_arg, utf8_arg)
 from . import kvcache
 from .kvcache import CompressReport
-from .session import Session, _as_ids
+from .session import Session, _as_ids, _session_args
 
 
 @dataclass
@@ -103,13 +104,18 @@ class Model(NativeObject):
 
     _kind = "model"
 
+    @checked_arguments
     def __init__(self, path: str | os.PathLike, mmproj: str | os.PathLike | None = None, *, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False,
                  chat_template: str | None = None):
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._gen_session: Session | None = None
+        for name, p in (("path", path), ("mmproj", mmproj)):
+            if not isinstance(p, (str, os.PathLike)) and not (name == "mmproj" and p is None):
+                raise InvalidTypeError(f"{name}={p!r}, expected a file path")
         self.path = os.fspath(path)
         self.mmproj = os.fspath(mmproj) if mmproj is not None else None
+        n_ctx, n_threads, n_batch, kv_type = _session_args(n_ctx, n_threads, n_batch, kv_type)
         if chat_template is not None and chat_template not in _chat.TEMPLATES:
             raise InvalidArgumentError(f"chat_template={chat_template!r}, expected one of {_chat.TEMPLATES}")
         for p in (self.path, self.mmproj):
@@ -118,10 +124,10 @@ class Model(NativeObject):
         params = ffi.new("vlc_model_params *")
         lib.vlc_model_params_init(params)
         params.vocab_only = int(vocab_only)
-        mmproj_c = ffi.new("char[]", self.mmproj.encode()) if self.mmproj else ffi.NULL
+        mmproj_c = ffi.new("char[]", os.fsencode(self.mmproj)) if self.mmproj else ffi.NULL
         params.mmproj_path = mmproj_c
         out = ffi.new("vlc_model **")
-        check(lib.vlc_model_load(self.path.encode(), params, out))
+        check(lib.vlc_model_load(os.fsencode(self.path), params, out))
         self._ptr = out[0]
         info = ffi.new("vlc_model_info *")
         lib.vlc_model_get_info(self._ptr, info)
@@ -136,9 +142,9 @@ class Model(NativeObject):
             "llava-1.5" if self.has_vision else None)
         self._processor = None
         self._image_token = None  # (text, id or None), looked up on first use
-        self.n_ctx = int(n_ctx)
+        self.n_ctx = n_ctx
         self.n_threads = n_threads
-        self.n_batch = int(n_batch)
+        self.n_batch = n_batch
         self.kv_type = kv_type
         self.vocab_only = bool(vocab_only)
 
@@ -178,14 +184,17 @@ class Model(NativeObject):
 
     def metadata(self, key: str) -> str | None:
         """A string metadata value of the GGUF (e.g. "tokenizer.chat_template"), or None."""
-        p = lib.vlc_model_meta_str(self._handle(), key.encode())
+        p = lib.vlc_model_meta_str(self._handle(), utf8_arg("key", key))
         return None if p == ffi.NULL else ffi.string(p).decode("utf-8", "replace")
 
     # ---- tokenizer
 
     def tokenize(self, text: str | bytes, add_bos: bool = True, special: bool = True) -> list[int]:
         """Token ids of ``text``. ``special``: control tokens written in the text ("<s>") are parsed."""
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            data = bytes(text)
+        else:
+            data = utf8_arg("text", text)
         n = ffi.new("int32_t *")
         cap = len(data) + 2
         while True:
@@ -215,11 +224,11 @@ class Model(NativeObject):
 
     def token_to_piece(self, token_id: int, special: bool = False) -> bytes:
         """The bytes of one token (a byte-fallback token gives one byte)."""
-        return self._bytes_call(lib.vlc_token_to_piece, int(token_id), int(special))
+        return self._bytes_call(lib.vlc_token_to_piece, int_arg("token_id", token_id), int(special))
 
     def is_eog(self, token_id: int) -> bool:
         """True for tokens that end generation (EOS, end-of-turn)."""
-        return bool(lib.vlc_token_is_eog(self._handle(), int(token_id)))
+        return bool(lib.vlc_token_is_eog(self._handle(), int_arg("token_id", token_id)))
 
     # ---- vision
 
@@ -296,7 +305,11 @@ class Model(NativeObject):
                 raise InvalidArgumentError("images need a text prompt with <image> placeholders, not token ids")
             return [list(_as_ids(prompt))], stats
         if isinstance(prompt, bytes):
-            prompt = prompt.decode("utf-8")
+            try:
+                prompt = prompt.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidArgumentError(f"prompt: the bytes are not UTF-8 ({e.reason} at offset {e.start})") from None
+        utf8_arg("prompt", prompt)  # a lone surrogate is named here, not deep in the tokenizer
         n_marks = prompt.count(_chat.IMAGE_PLACEHOLDER)
         if images and n_marks == 0:  # like llama.cpp's mtmd-cli: a user turn with the images first
             if self.chat_template is None:
@@ -336,6 +349,7 @@ class Model(NativeObject):
 
     # ---- sessions and generation
 
+    @checked_arguments
     def session(self, *, n_ctx: int | None = None, n_threads: int | None = None,
                 n_batch: int | None = None, kv_type: str | None = None) -> Session:
         """A new session (KV cache); arguments default to the model's."""
@@ -355,7 +369,7 @@ class Model(NativeObject):
         Runs on the first session's threads. Nothing changes when the batch is refused (a
         session twice, or of another model, a token out of range, a full context).
         """
-        sessions, ids = list(sessions), [int(t) for t in tokens]
+        sessions, ids = list(sessions), [int_arg(f"tokens[{i}]", t) for i, t in enumerate(tokens)]
         if not sessions:
             raise InvalidArgumentError("decode_batch needs at least one session")
         if len(ids) != len(sessions):
@@ -363,14 +377,13 @@ class Model(NativeObject):
         for i, s in enumerate(sessions):
             if not isinstance(s, Session) or s._model is not self:
                 raise InvalidArgumentError(f"session {i} is not a session of this model")
-            if not -(2**31) <= ids[i] < 2**31:
-                raise InvalidArgumentError(f"token id {ids[i]} does not fit in int32")
         handles = ffi.new("vlc_session *[]", [s._handle() for s in sessions])
         out = np.empty((len(sessions), self.n_vocab), dtype=np.float32)
         check(lib.vlc_batch_decode(handles, ffi.new("int32_t[]", ids), len(ids),
                                    ffi.from_buffer("float[]", out, require_writable=True)))
         return out
 
+    @checked_arguments
     def chat(self, messages, **kwargs) -> Completion | CompletionStream:
         """Replies to OpenAI-style ``messages`` (text and image parts, several turns).
 
@@ -382,6 +395,7 @@ class Model(NativeObject):
         prompt, images = _chat.format_chat(messages, self.chat_template)
         return self.generate(prompt, images=images, **kwargs)
 
+    @checked_arguments
     def generate(self, prompt: str | Sequence[int], *, images: Sequence | None = None, max_tokens: int = 128,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
@@ -414,6 +428,7 @@ class Model(NativeObject):
             pass
         return result.completion
 
+    @checked_arguments
     def request(self, prompt: str | Sequence[int], *, images: Sequence | None = None, max_tokens: int = 128,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                 repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
@@ -426,8 +441,7 @@ class Model(NativeObject):
         :meth:`decode_batch`. Arguments as for :meth:`generate`; all errors are raised here.
         ``chunks``: the prompt as :meth:`Session.prefill` takes it (token-id lists and
         ``[n, n_embd]`` embedding arrays), instead of ``prompt`` and ``images``."""
-        if max_tokens < 0:
-            raise InvalidArgumentError(f"max_tokens={max_tokens}, expected >= 0")
+        max_tokens = int_arg("max_tokens", max_tokens, 0)
         kv = None
         if kv_budget is not None:
             params = dict(kv_params or {})
@@ -451,13 +465,13 @@ class Model(NativeObject):
             raise InvalidArgumentError("stop strings must be non-empty strings")
         params = ffi.new("vlc_sampler_params *")
         lib.vlc_sampler_params_init(params)
-        params.temperature = temperature
-        params.top_k = top_k
-        params.top_p = top_p
-        params.min_p = min_p
-        params.repeat_penalty = repeat_penalty
-        params.repeat_last_n = repeat_last_n
-        params.seed = seed & (2**64 - 1)
+        params.temperature = float_arg("temperature", temperature)
+        params.top_k = int_arg("top_k", top_k)
+        params.top_p = float_arg("top_p", top_p)
+        params.min_p = float_arg("min_p", min_p)
+        params.repeat_penalty = float_arg("repeat_penalty", repeat_penalty)
+        params.repeat_last_n = int_arg("repeat_last_n", repeat_last_n)
+        params.seed = int_arg("seed", seed, -2**63, 2**64 - 1) & (2**64 - 1)
         out = ffi.new("vlc_sampler **")
         check(lib.vlc_sampler_create(params, out))
         sampler = ffi.gc(out[0], lib.vlc_sampler_free)

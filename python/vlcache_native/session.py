@@ -9,7 +9,7 @@ import numpy as np
 from . import kvcache
 from ._ffi import ffi, lib
 from ._native import NativeObject
-from .errors import ContextFullError, InvalidArgumentError, check
+from .errors import ContextFullError, InvalidArgumentError, check, int_arg
 
 if TYPE_CHECKING:
     from .model import Model
@@ -31,6 +31,21 @@ def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+# The most worker threads a session may ask for (threads.c refuses more).
+MAX_THREADS = 1024
+
+
+def _session_args(n_ctx, n_threads, n_batch, kv_type) -> tuple:
+    """The session parameters checked (Model checks its defaults with this at construction)."""
+    if not isinstance(kv_type, str) or kv_type not in KV_TYPES:
+        raise InvalidArgumentError(f"kv_type={kv_type!r}, expected one of {sorted(KV_TYPES)}")
+    n_ctx = int_arg("n_ctx", n_ctx, 1)
+    n_batch = int_arg("n_batch", n_batch, 1)
+    if n_threads is not None:
+        n_threads = int_arg("n_threads", n_threads, 1, MAX_THREADS)
+    return n_ctx, n_threads, n_batch, kv_type
+
+
 class Session(NativeObject):
     """A KV cache plus position: the state of one conversation.
 
@@ -41,12 +56,7 @@ class Session(NativeObject):
     _kind = "session"
 
     def __init__(self, model: "Model", *, n_ctx: int, n_threads: int | None, n_batch: int, kv_type: str):
-        if kv_type not in KV_TYPES:
-            raise InvalidArgumentError(f"kv_type={kv_type!r}, expected one of {sorted(KV_TYPES)}")
-        if n_ctx <= 0:
-            raise InvalidArgumentError(f"n_ctx={n_ctx}, expected > 0")
-        if n_threads is not None and n_threads <= 0:
-            raise InvalidArgumentError(f"n_threads={n_threads}, expected > 0 or None (all cores)")
+        n_ctx, n_threads, n_batch, kv_type = _session_args(n_ctx, n_threads, n_batch, kv_type)
         self._model = model
         params = ffi.new("vlc_session_params *")
         lib.vlc_session_params_init(params)
@@ -333,9 +343,7 @@ class Session(NativeObject):
 
     def decode(self, token_id: int) -> np.ndarray:
         """Runs one token at position ``n_past``; returns its logits ``[n_vocab]``."""
-        token = int(token_id)
-        if not -(2**31) <= token < 2**31:
-            raise InvalidArgumentError(f"token id {token} does not fit in int32")
+        token = int_arg("token_id", token_id)
         out = np.empty(self.n_vocab, dtype=np.float32)
         check(lib.vlc_session_decode(self._handle(), token, ffi.from_buffer("float[]", out, require_writable=True)))
         return out

@@ -154,3 +154,140 @@ def test_prefill_chunk_errors_leave_session_unchanged(tiny_gguf):
         assert s.n_past == 7 and s.image_spans == [(2, 3)]
         s.reset()
         assert s.image_spans == []
+
+
+# ---- bad arguments at the Python boundary: each raises a VlcacheError subclass naming it
+
+def test_image_errors_are_vlcache_errors(tmp_path):
+    from vlcache_native.image import ImageError, ImageNotFoundError, load_image
+    assert issubclass(ImageError, vc.VlcacheError) and issubclass(ImageError, ValueError)
+    with pytest.raises(ImageNotFoundError, match="nope.png") as e:
+        load_image(tmp_path / "nope.png")
+    assert isinstance(e.value, (vc.VlcacheError, FileNotFoundError))
+    with pytest.raises(vc.InvalidArgumentError, match="NoneType") as e:
+        load_image(None)
+    assert isinstance(e.value, TypeError)
+
+
+@pytest.mark.parametrize("messages, match", [
+    ([{"role": "user", "content": None}], "message 0: content must be a str or a list"),
+    ([{"role": "user", "content": [5]}], "message 0: content part 0 must be a dict"),
+    ([{"role": "user", "content": [{"type": "text"}]}], "message 0: content part 0: a text part needs a str"),
+    ([{"role": "user", "content": [{"type": "text", "text": None}]}], "a text part needs a str"),
+    (["hello"], "message 0 must be a dict"),
+    ("hello", "messages must be a list"),
+])
+def test_malformed_chat_messages(tiny_gguf, messages, match):
+    with vc.Model(tiny_gguf, n_ctx=64, chat_template="llava-1.5") as m:
+        with pytest.raises(vc.InvalidArgumentError, match=match):
+            m.chat(messages, max_tokens=1)
+
+
+def test_ints_that_do_not_fit_int32(tiny_gguf):
+    with pytest.raises(vc.InvalidArgumentError, match="n_ctx=1099511627776"):
+        vc.Model(tiny_gguf, n_ctx=2**40)
+    with vc.Model(tiny_gguf, n_ctx=64) as m, m.session() as s:
+        with pytest.raises(vc.InvalidArgumentError, match="top_k=1099511627776"):
+            m.generate([1, 2], max_tokens=1, top_k=2**40)
+        with pytest.raises(vc.InvalidArgumentError, match="token_id=1099511627776"):
+            m.token_to_piece(2**40)
+        with pytest.raises(vc.InvalidArgumentError, match="token_id=-1099511627776"):
+            m.is_eog(-2**40)
+        with pytest.raises(vc.InvalidArgumentError, match="token_id=1099511627776"):
+            s.decode(2**40)
+        with pytest.raises(vc.InvalidArgumentError, match=r"tokens\[0\]=1099511627776"):
+            m.decode_batch([s], [2**40])
+        with pytest.raises(vc.InvalidArgumentError, match="int32"):
+            m.generate([1, 2**40], max_tokens=1)
+        assert s.n_past == 0
+
+
+def test_nan_token_ids(tiny_gguf):
+    nan = float("nan")
+    with vc.Model(tiny_gguf, n_ctx=64) as m, m.session() as s:
+        with pytest.raises(vc.InvalidArgumentError, match="token_id=nan"):
+            s.decode(nan)
+        with pytest.raises(vc.InvalidArgumentError, match="token_id=nan"):
+            m.token_to_piece(nan)
+        with pytest.raises(vc.InvalidArgumentError, match=r"tokens\[0\]=nan"):
+            m.decode_batch([s], [nan])
+        with pytest.raises(vc.InvalidArgumentError, match="integers"):
+            m.generate([1, nan], max_tokens=1)
+        with pytest.raises(vc.InvalidArgumentError, match="integers"):
+            s.prefill([1, nan])
+
+
+def test_lone_surrogates_and_non_utf8_bytes(tiny_gguf):
+    with vc.Model(tiny_gguf, n_ctx=64) as m:
+        with pytest.raises(vc.InvalidArgumentError, match="prompt is not valid Unicode.*index 2"):
+            m.generate("ab\ud800cd", max_tokens=1)
+        with pytest.raises(vc.InvalidArgumentError, match="text is not valid Unicode"):
+            m.tokenize("\udfff")
+        with pytest.raises(vc.InvalidArgumentError, match="key is not valid Unicode"):
+            m.metadata("general.\ud800")
+        with pytest.raises(vc.InvalidArgumentError, match="not UTF-8.*offset 1"):
+            m.generate(b"a\xff\xfe", max_tokens=1)
+        with pytest.raises(vc.InvalidArgumentError, match="must be a str"):
+            m.tokenize(5)
+        assert m.tokenize(b"a\xff") is not None  # raw bytes are the byte-level input: allowed
+
+
+def test_unknown_keyword_arguments(tiny_gguf):
+    with pytest.raises(vc.InvalidArgumentError, match="n_cxt") as e:
+        vc.Model(tiny_gguf, n_cxt=64)
+    assert isinstance(e.value, TypeError)
+    with vc.Model(tiny_gguf, n_ctx=64, chat_template="llava-1.5") as m:
+        with pytest.raises(vc.InvalidArgumentError, match="max_token"):
+            m.generate([1, 2], max_token=3)
+        with pytest.raises(vc.InvalidArgumentError, match="temprature"):
+            m.chat([{"role": "user", "content": "hi"}], temprature=0.5)
+        with pytest.raises(vc.InvalidArgumentError, match="n_cxt"):
+            m.session(n_cxt=5)
+        with pytest.raises(vc.InvalidArgumentError, match="max_tokens='5'"):
+            m.generate([1, 2], max_tokens="5")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_ctx=0), "n_ctx=0"), (dict(n_ctx=-8), "n_ctx=-8"), (dict(n_batch=0), "n_batch=0"),
+    (dict(n_threads=0), "n_threads=0"), (dict(n_threads=5000), "n_threads=5000"), (dict(n_ctx=1.5), "n_ctx=1.5"),
+    (dict(kv_type="q4"), "kv_type='q4'"),
+])
+def test_bad_session_parameters_refused_at_construction(tiny_gguf, kwargs, match):
+    with pytest.raises(vc.InvalidArgumentError, match=match):
+        vc.Model(tiny_gguf, **kwargs)
+
+
+def test_thread_limit_is_a_resource_error(tiny_gguf):
+    # The child caps its address space, so the 999 worker stacks cannot all be mapped:
+    # pthread_create says EAGAIN, a resource limit, not a bug (InternalError).
+    import subprocess
+    import sys
+    code = f"""
+import resource, vlcache_native as vc
+m = vc.Model({str(tiny_gguf)!r}, n_ctx=64)
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (1 << 30), resource.RLIM_INFINITY))
+try:
+    m.session(n_threads=1000)
+except vc.OutOfMemoryError as e:
+    print("OOM", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "OOM" in out.stdout and "n_threads = 1000" in out.stdout, out.stdout + out.stderr
+
+
+def test_corrupt_image_processor_metadata():
+    from vlcache_native.image import ImageError, processor_for_model
+
+    class Stub:  # what processor_for_model reads of a model
+        vision_info = {"image_size": 32, "patch_size": 8, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+
+        def __init__(self, text):
+            self.text = text
+
+        def metadata(self, key):
+            return self.text
+
+    for text in ("{not json", "[1, 2]", '{"resample": "bicubic"}'):
+        with pytest.raises(ImageError, match="vlcache.image.processor"):
+            processor_for_model(Stub(text))
