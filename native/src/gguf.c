@@ -8,9 +8,9 @@
 // offset or value at fault, never a crash and never a huge allocation.
 //
 // What it is not: it knows no model. It does not require llama.cpp's strictly contiguous
-// tensor layout (only that every tensor lies inside the file), it does not check that
-// tensors do not overlap, and it loads any tensor type in the ggml table, including ones
-// the model code cannot compute (model.c rejects those).
+// tensor layout (only that every tensor lies inside the file, aligned for its type, and
+// that no two tensors share bytes), and it loads any tensor type in the ggml table,
+// including ones the model code cannot compute (model.c rejects those).
 #include "gguf.h"
 #include "error.h"
 
@@ -76,6 +76,16 @@ int vlc_ggml_type_info(uint32_t type, int64_t * block_elems, size_t * block_byte
 
 const char * vlc_ggml_type_name(uint32_t type) {
     return vlc_ggml_type_info(type, NULL, NULL) ? k_ggml_types[type].name : "unknown";
+}
+
+// Bytes a tensor of a known type must be aligned to in memory. A block's C alignment divides
+// its size, and no ggml block holds a field wider than 8 bytes, so the largest power of two
+// dividing the block size, capped at 8, is enough (F32 4, F16 2, Q8_0 2; Q4_K 8, more than
+// its 2, which only refuses files with general.alignment < 8 that nobody writes).
+static size_t ggml_type_align(uint32_t type) {
+    const size_t bytes = k_ggml_types[type].bytes;
+    const size_t pow2  = bytes & (~bytes + 1);  // lowest set bit
+    return pow2 < 8 ? pow2 : 8;
 }
 
 static const char * const k_value_names[VLC_GGUF_N_TYPES] = {
@@ -326,7 +336,46 @@ static vlc_status gguf_parse_tensor_info(gguf_cursor * c, int64_t index, uint32_
         return VLC_ERR(VLC_STATUS_FORMAT, "tensor '%s' has offset %" PRIu64 ", not a multiple of the"
                        " alignment %" PRIu32, t->name, t->offset, alignment);
     }
+    // the data section and every offset are multiples of the alignment: it must suit the type
+    if (alignment < ggml_type_align(t->type)) {
+        return VLC_ERR(VLC_STATUS_FORMAT, "general.alignment = %" PRIu32 " is smaller than the %zu bytes"
+                       " tensor '%s' of type %s needs", alignment, ggml_type_align(t->type), t->name,
+                       vlc_ggml_type_name(t->type));
+    }
     return VLC_STATUS_OK;
+}
+
+// Orders tensor pointers by data offset.
+static int tensor_offset_cmp(const void * a, const void * b) {
+    const vlc_gguf_tensor * x = *(const vlc_gguf_tensor * const *) a;
+    const vlc_gguf_tensor * y = *(const vlc_gguf_tensor * const *) b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+// No two tensors may share a byte: sorted by offset, each must end where the next starts
+// or before. (Ends are inside the file, checked before, so they do not overflow.)
+static vlc_status gguf_check_overlap(const vlc_gguf * g) {
+    if (g->n_tensors < 2) {
+        return VLC_STATUS_OK;
+    }
+    const vlc_gguf_tensor ** order = malloc((size_t) g->n_tensors * sizeof(*order));
+    VLC_CHECK(order != NULL, VLC_STATUS_OOM, "cannot allocate %" PRId64 " tensor pointers", g->n_tensors);
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        order[i] = &g->tensors[i];
+    }
+    qsort(order, (size_t) g->n_tensors, sizeof(*order), tensor_offset_cmp);
+    vlc_status st = VLC_STATUS_OK;
+    for (int64_t i = 1; i < g->n_tensors && st == VLC_STATUS_OK; i++) {
+        const vlc_gguf_tensor * a = order[i - 1];
+        const vlc_gguf_tensor * b = order[i];
+        if (a->offset + a->nbytes > b->offset) {
+            st = VLC_ERR(VLC_STATUS_FORMAT, "tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64 ", %" PRIu64
+                         ") overlap in the data section", a->name, a->offset, a->offset + (uint64_t) a->nbytes,
+                         b->name, b->offset, b->offset + (uint64_t) b->nbytes);
+        }
+    }
+    free(order);
+    return st;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -419,7 +468,7 @@ static vlc_status gguf_parse(vlc_gguf * g) {
         }
         t->data = g->base + begin;
     }
-    return VLC_STATUS_OK;
+    return gguf_check_overlap(g);
 }
 
 // Allocates the handle around (base, size) and parses; frees everything on failure.
@@ -724,4 +773,24 @@ vlc_status vlc_gguf_find_shaped(const vlc_gguf * g, const char * name, int n_dim
     }
     *out = t;
     return VLC_STATUS_OK;
+}
+
+int64_t vlc_gguf_n_blocks(const vlc_gguf * g, const char * prefix) {
+    const size_t plen = strlen(prefix);
+    int64_t      n    = 0;
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        const char * name = g->tensors[i].name;
+        if (strncmp(name, prefix, plen) != 0) {
+            continue;
+        }
+        int64_t      index = 0;
+        const char * p     = name + plen;
+        for (; *p >= '0' && *p <= '9' && p - (name + plen) < 9; p++) {  // 9 digits: no overflow
+            index = index * 10 + (*p - '0');
+        }
+        if (p > name + plen && *p == '.' && index + 1 > n) {
+            n = index + 1;
+        }
+    }
+    return n;
 }

@@ -87,6 +87,10 @@ int vlc_gguf_str_eq(vlc_gguf_str s, const char * lit);
 vlc_status vlc_gguf_find_shaped(const vlc_gguf * g, const char * name, int n_dims, const int64_t * ne,
                                 int optional, const vlc_gguf_tensor ** out);
 
+// Layers stored: 1 + the largest N of the tensors named "<prefix>N.<rest>" (prefix "blk.",
+// "v.blk."), 0 when there is none. The loaders compare it with their block_count key.
+int64_t vlc_gguf_n_blocks(const vlc_gguf * g, const char * prefix);
+
 // Element i of a numeric array (any integer or float element type), converted.
 int64_t vlc_gguf_arr_int(const vlc_gguf_kv * kv, uint64_t i);
 double  vlc_gguf_arr_float(const vlc_gguf_kv * kv, uint64_t i);

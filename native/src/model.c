@@ -188,6 +188,10 @@ static vlc_status bind_all(vlc_model * m) {
     VLC_CHECK(vlc_gguf_find_tensor(m->gguf, "rope_freqs.weight") == NULL, VLC_STATUS_UNSUPPORTED,
               "tensor 'rope_freqs.weight' (llama3-style RoPE frequency factors) is not supported yet");
 
+    const int64_t stored = vlc_gguf_n_blocks(m->gguf, "blk.");
+    VLC_CHECK(stored == hp->n_layer, VLC_STATUS_FORMAT,
+              "llama.block_count = %d, but the file stores %" PRId64 " layers (tensors 'blk.N.*')",
+              hp->n_layer, stored);
     m->layers = calloc((size_t) hp->n_layer, sizeof(vlc_layer));
     VLC_CHECK(m->layers != NULL, VLC_STATUS_OOM, "cannot allocate %d layer records (%zu bytes)",
               hp->n_layer, (size_t) hp->n_layer * sizeof(vlc_layer));

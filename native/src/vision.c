@@ -373,6 +373,10 @@ static vlc_status bind_all(vlc_vision * v, int32_t n_embd_text) {
               "projector output width %" PRId64 " (mm.2.weight) does not match the text model's n_embd %d", E,
               (int) n_embd_text);
 
+    const int64_t stored = vlc_gguf_n_blocks(v->g, "v.blk.");
+    VLC_CHECK(stored == in->n_layer_file, VLC_STATUS_FORMAT,
+              "clip.vision.block_count = %d, but the file stores %" PRId64 " vision layers (tensors 'v.blk.N.*')",
+              in->n_layer_file, stored);
     v->layers = calloc((size_t) (in->n_layer > 0 ? in->n_layer : 1), sizeof(vis_layer));
     VLC_CHECK(v->layers != NULL, VLC_STATUS_OOM, "cannot allocate %d vision layer records", in->n_layer);
     v->vec_cap = 0;

@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -48,6 +49,10 @@ __all__ = [
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The largest encoded image read from a file or bytes (decoding is also capped by Pillow's
+# decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS, which is kept).
+MAX_IMAGE_BYTES = 256 << 20
 
 # LlavaNextImageProcessor's default candidate resolutions, (height, width).
 DEFAULT_GRID_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
@@ -129,22 +134,37 @@ def load_image(image: Any) -> PIL.Image.Image:
     CMYK, YCbCr, 1, ...) go through Pillow's ``convert("RGB")``. (HF's separate
     ``image_utils.load_image``, used for URLs in chat templates, instead drops alpha.)
 
+    A path must name a regular file (checked before it is opened, so a FIFO cannot block)
+    and an encoded image be at most MAX_IMAGE_BYTES.
+
     Raises ImageNotFoundError (a FileNotFoundError) for a missing file; ImageError (a
-    ValueError) for undecodable data, a zero-size image, or an array of the wrong dtype or
+    ValueError) for a path that is not a regular file, too many bytes, undecodable data, a zero-size image, or an array of the wrong dtype or
     shape; InvalidTypeError (a TypeError) for anything else, e.g. None. All are VlcacheErrors.
     """
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        if not os.path.exists(path):
-            raise ImageNotFoundError(f"image file not found: {path!r}")
-        if os.path.isdir(path):
-            raise ImageError(f"cannot decode image {path!r}: it is a directory")
-        with open(path, "rb") as f:
+        try:
+            st = os.stat(path)  # before opening: opening a FIFO would wait for a writer forever
+        except FileNotFoundError:
+            raise ImageNotFoundError(f"image file not found: {path!r}") from None
+        except (OSError, ValueError) as e:
+            raise ImageError(f"cannot read image {path!r}: {e}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"cannot decode image {path!r}: not a regular file (a directory, FIFO or device)")
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise ImageError(f"image {path!r} is {st.st_size} bytes, more than MAX_IMAGE_BYTES = {MAX_IMAGE_BYTES}")
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise ImageError(f"cannot read image {path!r}: {e}") from None
+        with f:
             pil = _decode(f, repr(path))
     elif isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:
             raise ImageError("cannot decode image from bytes: the data is empty")
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageError(f"image data is {len(data)} bytes, more than MAX_IMAGE_BYTES = {MAX_IMAGE_BYTES}")
         pil = _decode(io.BytesIO(data), f"from {len(data)} bytes")
     elif isinstance(image, PIL.Image.Image):
         pil = image

@@ -291,6 +291,15 @@ static void test_errors(const tower * t) {
     o        = default_opts();
     o.select = "spatial";
     expect_load_error(t, &o, E, VLC_STATUS_UNSUPPORTED, "'spatial'", "select strategy");
+    o               = default_opts();
+    o.block_count   = 1000;
+    o.feature_layer = 2;  // only layers 0, 1 are read: the count alone must be refused
+    expect_load_error(t, &o, E, VLC_STATUS_FORMAT, "clip.vision.block_count = 1000, but the file stores 3 vision layers",
+                      "absurd block_count");
+    o.block_count   = 2;
+    o.feature_layer = -1;
+    expect_load_error(t, &o, E, VLC_STATUS_FORMAT, "clip.vision.block_count = 2, but the file stores 3 vision layers",
+                      "block_count below the layers stored");
 
     // arguments
     vlc_vision * v = (vlc_vision *) 1;

@@ -141,6 +141,7 @@ static void tower_init(tower * t) {
 
 typedef struct opts {
     int          n_store;        // layers written (block_count)
+    int          block_count;    // clip.vision.block_count written instead of n_store; 0: n_store
     int          feature_layer;  // -1: no key
     int          swapped;        // legacy names: fc1 as ffn_down, fc2 as ffn_up
     int          use_gelu;
@@ -177,7 +178,7 @@ static wbuf write_tower(const tower * t, const opts * o) {
     key_u32(&g, "clip.vision.feed_forward_length", F);
     key_u32(&g, "clip.vision.attention.head_count", H);
     w_f32(key(&g, "clip.vision.attention.layer_norm_epsilon", VLC_GGUF_FLOAT32), 1e-5f);
-    key_u32(&g, "clip.vision.block_count", (uint32_t) o->n_store);
+    key_u32(&g, "clip.vision.block_count", (uint32_t) (o->block_count ? o->block_count : o->n_store));
     if (o->feature_layer >= 0) {
         wbuf * b = key(&g, "clip.vision.feature_layer", VLC_GGUF_ARRAY);
         w_u32(b, VLC_GGUF_INT32);

@@ -27,21 +27,26 @@ class Parts:
     def set_str(self, key, value):
         self.kvs[key] = gguf_string(key) + struct.pack("<I", 8) + gguf_string(value)
 
-    def bytes(self, magic=b"GGUF", version=3) -> bytes:
+    def set_u32(self, key, value):
+        self.kvs[key] = gguf_string(key) + struct.pack("<II", 4, value)
+
+    def bytes(self, magic=b"GGUF", version=3, align=32) -> bytes:
+        """The file; ``align`` pads the data section and each tensor (set general.alignment
+        to the same value for a consistent file)."""
         out = bytearray(magic + struct.pack("<IQQ", version, len(self.tensors), len(self.kvs)))
         for blob in self.kvs.values():
             out += blob
         offset, offsets = 0, []
         for name, typ, ne, data in self.tensors:
             offsets.append(offset)
-            offset += (len(data) + 31) // 32 * 32
+            offset += (len(data) + align - 1) // align * align
         for i, (name, typ, ne, data) in enumerate(self.tensors):
             off = self.offsets[i] if self.offsets and i in self.offsets else offsets[i]
             out += gguf_string(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
             out += struct.pack("<IQ", typ, off)
-        out += b"\0" * (-len(out) % 32)
+        out += b"\0" * (-len(out) % align)
         for name, typ, ne, data in self.tensors:
-            out += data + b"\0" * (-len(data) % 32)
+            out += data + b"\0" * (-len(data) % align)
         return bytes(out)
 
     def tensor(self, name):

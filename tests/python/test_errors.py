@@ -291,3 +291,71 @@ def test_corrupt_image_processor_metadata():
     for text in ("{not json", "[1, 2]", '{"resample": "bicubic"}'):
         with pytest.raises(ImageError, match="vlcache.image.processor"):
             processor_for_model(Stub(text))
+
+
+# ---- files: image paths, inconsistent GGUFs
+
+def test_image_path_that_is_a_fifo_does_not_hang(tmp_path):
+    import os
+    import threading
+    from vlcache_native.image import ImageError, load_image
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    result = []
+
+    def run():
+        try:
+            load_image(fifo)
+        except ImageError as e:
+            result.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # blocked in open(): a writer lets it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("load_image blocked on a FIFO")
+    assert result and "not a regular file" in str(result[0])
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_image_size_cap(tmp_path, monkeypatch):
+    import PIL.Image
+    from vlcache_native import image
+    path = tmp_path / "big.png"
+    PIL.Image.new("RGB", (64, 64), (1, 2, 3)).save(path)
+    assert image.load_image(path).size == (64, 64)
+    monkeypatch.setattr(image, "MAX_IMAGE_BYTES", 16)
+    with pytest.raises(image.ImageError, match="MAX_IMAGE_BYTES"):
+        image.load_image(path)
+    with pytest.raises(image.ImageError, match="MAX_IMAGE_BYTES"):
+        image.load_image(path.read_bytes())
+
+
+def test_alignment_smaller_than_the_types_need(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)                     # f32 tensors: 4-byte alignment needed
+    for align in (1, 2):
+        p.set_u32("general.alignment", align)
+        with pytest.raises(vc.ModelFormatError, match=f"general.alignment = {align} is smaller than the 4 bytes"):
+            _load(tmp_path, p.bytes(align=align))
+    p.set_u32("general.alignment", 4)
+    with _load(tmp_path, p.bytes(align=4)) as m:  # enough for f32: loads and runs
+        assert np.isfinite(m.session().prefill([1, 2, 3])).all()
+
+
+def test_overlapping_tensor_data(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.offsets = {2: 0}                       # tensor 2 placed over tensor 0
+    with pytest.raises(vc.ModelFormatError, match="overlap"):
+        _load(tmp_path, p.bytes())
+
+
+def test_block_count_must_match_the_layers_stored(tiny_gguf, tmp_path):
+    p = Parts(tiny_gguf)
+    p.set_u32("llama.block_count", 1)       # 2 layers stored: one would be ignored
+    with pytest.raises(vc.ModelFormatError, match="llama.block_count = 1, but the file stores 2 layers"):
+        _load(tmp_path, p.bytes())
+    p.set_u32("llama.block_count", 3)
+    with pytest.raises(vc.ModelFormatError, match="llama.block_count = 3, but the file stores 2 layers"):
+        _load(tmp_path, p.bytes())
