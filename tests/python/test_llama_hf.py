@@ -235,7 +235,7 @@ def _edit_u32(key, value):
 
 @pytest.mark.parametrize("edit,exc,match", [
     (_edit_missing_attn_k, vc.ModelFormatError, "missing tensor 'blk.1.attn_k.weight'"),
-    (_edit_type(9, 32, 36), vc.UnsupportedError, r"tensor 'blk.0.attn_q.weight' has type Q8_1, not supported"),
+    (_edit_type(9, 32, 40), vc.UnsupportedError, r"tensor 'blk.0.attn_q.weight' has type Q8_1, not supported"),
     (_edit_type(12, 32, 18), vc.ModelFormatError,  # rows of 64 cannot hold Q4_K's 256-element blocks
      r"tensor 'blk.0.attn_q.weight': ne\[0\] = 64 is not a multiple of the Q4_K block size 256"),
     (lambda p: p.set_str("llama.rope.scaling.type", "yarn"), vc.UnsupportedError, "scaling.type 'yarn'"),
