@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 // VLC_CDEF_BEGIN
-#define VLC_ABI_VERSION 5
+#define VLC_ABI_VERSION 6
 
 typedef enum vlc_status {
     VLC_STATUS_OK               =  0,
@@ -41,7 +41,8 @@ typedef enum vlc_status {
     VLC_STATUS_OOM              = -5, // allocation failed
     VLC_STATUS_CONTEXT_FULL     = -6, // the tokens do not fit in the session's context
     VLC_STATUS_CUDA             = -7, // CUDA runtime error
-    VLC_STATUS_INTERNAL         = -8  // a bug: please report
+    VLC_STATUS_INTERNAL         = -8, // a bug: please report
+    VLC_STATUS_NUMERIC          = -9  // a forward pass gave NaN / inf (weights or inputs not finite)
 } vlc_status;
 
 // Element types; the values are ggml's type ids, as stored in GGUF files.
@@ -280,12 +281,16 @@ VLC_API void       vlc_session_get_stats(const vlc_session * session, vlc_sessio
 // cache. logits ([n_logit_rows, n_vocab], may be NULL when n_logit_rows is 0) receives the
 // logits of the last n_logit_rows positions (1 = last, n_tokens = all). Token ids out of
 // range give VLC_STATUS_INVALID_ARG and too many tokens VLC_STATUS_CONTEXT_FULL; in both
-// cases the session is unchanged. Other errors leave n_past unchanged.
+// cases the session is unchanged. Other errors leave n_past unchanged. Logits that come out
+// NaN / inf give VLC_STATUS_NUMERIC, naming the position, its input and the first layer whose
+// output was not finite; n_past and the KV cache are then as before the call (statistics
+// gathered in it are not undone).
 VLC_API vlc_status vlc_session_prefill(vlc_session * session, const int32_t * tokens, int32_t n_tokens,
                                        float * logits, int32_t n_logit_rows);
 // Runs n rows of input embeddings embd [n, n_embd] (e.g. image features from
 // vlc_vision_encode) at positions n_past .. n_past+n-1, like vlc_session_prefill; the
-// session records them as one image span. n_embd must equal the model's.
+// session records them as one image span. n_embd must equal the model's; a NaN / inf in
+// embd is VLC_STATUS_INVALID_ARG (session unchanged).
 VLC_API vlc_status vlc_session_prefill_embd(vlc_session * session, const float * embd, int32_t n, int32_t n_embd,
                                             float * logits, int32_t n_logit_rows);
 // Image spans prefilled so far (in order); span i covers positions [pos0, pos0 + n).
@@ -300,6 +305,8 @@ VLC_API vlc_status vlc_session_decode(vlc_session * session, int32_t token, floa
 // n vlc_session_decode calls. Runs on sessions[0]'s threads and scratch. Fails, changing
 // no session, on a NULL or repeated session, sessions of different models, a token out of
 // range, a full context, or a session gathering attention statistics at its next position.
+// A row of logits that comes out NaN / inf gives VLC_STATUS_NUMERIC naming the session, and
+// every session is stepped back (n_past and KV as before the call).
 VLC_API vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * tokens, int32_t n,
                                     float * logits);
 // Logits of the last position run, [n_vocab], borrowed: valid until the next call on the
@@ -389,7 +396,9 @@ VLC_API vlc_status vlc_sampler_create(const vlc_sampler_params * params, vlc_sam
 VLC_API void       vlc_sampler_free(vlc_sampler * sampler);
 VLC_API void       vlc_sampler_reset(vlc_sampler * sampler);                 // forget history, reseed
 VLC_API void       vlc_sampler_accept(vlc_sampler * sampler, int32_t token); // add to the penalty history
-// Picks a token from logits [n_vocab] (not modified). Does not accept it.
+// Picks a token from logits [n_vocab] (not modified). Does not accept it. A NaN logit is
+// never picked, a +inf one counts as the largest float; VLC_STATUS_INVALID_ARG when no
+// logit is finite (no token is written).
 VLC_API vlc_status vlc_sampler_sample(vlc_sampler * sampler, const float * logits, int32_t n_vocab, int32_t * out);
 // VLC_CDEF_END
 

@@ -11,6 +11,7 @@
 #include "tokenizer.h"
 #include "vision.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -443,6 +444,18 @@ vlc_status vlc_batch_decode(vlc_session * const * sessions, const int32_t * toke
             } else {  // checked and reserved in pass 0
                 vlc_text_batch_run(sts, tokens + c0, m, logits + c0 * V);
             }
+        }
+    }
+    for (int32_t i = 0; i < n; i++) {  // every row returned must be finite, else the step is undone
+        const int64_t bad = vlc_first_nonfinite(logits + i * V, V);
+        if (bad >= 0) {
+            const double value = logits[i * V + bad];
+            for (int32_t j = 0; j < n; j++) {
+                vlc_text_state_rewind(sessions[j]->text, vlc_text_state_n_past(sessions[j]->text) - 1);
+            }
+            return VLC_ERR(VLC_STATUS_NUMERIC, "session %d (token %d at position %d): logits are not finite: %g at"
+                           " index %" PRId64 ". The model's weights hold NaN / inf or the values overflowed; no"
+                           " session advanced", i, tokens[i], vlc_text_state_n_past(sessions[i]->text), value, bad);
         }
     }
     const double ms = now_ms() - t0;

@@ -33,6 +33,7 @@ const char * vlc_status_str(vlc_status status) {
         case VLC_STATUS_CONTEXT_FULL:     return "VLC_STATUS_CONTEXT_FULL";
         case VLC_STATUS_CUDA:             return "VLC_STATUS_CUDA";
         case VLC_STATUS_INTERNAL:         return "VLC_STATUS_INTERNAL";
+        case VLC_STATUS_NUMERIC:          return "VLC_STATUS_NUMERIC";
     }
     return "VLC_STATUS_UNKNOWN";
 }

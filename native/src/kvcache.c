@@ -121,6 +121,15 @@ void vlc_kv_advance(vlc_kvcache * kv, int32_t il, int32_t n) {
     }
 }
 
+void vlc_kv_truncate(vlc_kvcache * kv, int32_t p0) {
+    for (int64_t i = 0; i < n_heads(kv); i++) {
+        vlc_kv_head * h = &kv->heads[i];
+        while (h->n > 0 && h->pos[h->n - 1] >= p0) {
+            h->n--;
+        }
+    }
+}
+
 vlc_status vlc_kv_compact(vlc_kvcache * kv, const uint8_t * keep, int32_t m, int32_t room) {
     const int64_t nh  = n_heads(kv);
     const size_t  row = row_bytes(kv);

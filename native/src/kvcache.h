@@ -57,6 +57,9 @@ void vlc_kv_put(const vlc_kvcache * kv, vlc_kv_head * h, int32_t e, const float 
 // n more entries in use in every head of layer il.
 void vlc_kv_advance(vlc_kvcache * kv, int32_t il, int32_t n);
 
+// Drops the entries at positions >= p0 from every head (the last ones appended: a failed
+// step is undone with this). Buffers and capacities stay.
+void vlc_kv_truncate(vlc_kvcache * kv, int32_t p0);
 // Compaction after a plan: keep [L, Hkv, m] says which prompt positions [0, m) each head
 // keeps; entries at positions >= m are all kept. Every head's kept entries are gathered,
 // in order, into new buffers of (kept + room) entries, then the old ones are freed; the

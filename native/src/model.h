@@ -91,9 +91,16 @@ vlc_status vlc_text_state_compress(vlc_text_state * st, const vlc_kv_params * p,
 // embeddings, used by the vision path later) is non-NULL. Writes the logits of the last
 // n_out positions into logits_out ([n_out, V]) when n_out > 0, and always keeps the last
 // position's logits (see vlc_text_state_logits). n_past + n <= n_ctx is checked by the caller.
+// A NaN / inf in embd is VLC_STATUS_INVALID_ARG; logits rows that come out NaN / inf are
+// VLC_STATUS_NUMERIC naming the position, its input and the first layer whose output (the
+// last row's) was not finite; both leave n_past and the KV cache as they were.
 vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const float * embd,
                             int32_t n, float * logits_out, int32_t n_out);
 const float * vlc_text_state_logits(const vlc_text_state * st); // [V] or NULL before any forward
+// Undoes the positions >= n_past (<= the current n_past): drops their KV entries.
+void          vlc_text_state_rewind(vlc_text_state * st, int32_t n_past);
+// Index of the first NaN / inf in x[n], or -1.
+int64_t       vlc_first_nonfinite(const float * x, int64_t n);
 
 // Batched decoding: one token for each of n distinct states of one model, tokens[i] at
 // position n_past of sts[i]. Every weight matrix is read once for all n rows (chunks of

@@ -4,6 +4,7 @@
 // the same seed, history and logits give the same token on every machine.
 #include "error.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -119,11 +120,18 @@ vlc_status vlc_sampler_sample(vlc_sampler * s, const float * logits, int32_t n_v
         s->cand_cap = s->cand && s->seen ? n_vocab : 0;
         VLC_CHECK(s->cand_cap > 0, VLC_STATUS_OOM, "cannot allocate %d candidates", n_vocab);
     }
-    vlc_cand * c = s->cand;
+    // NaN can never be chosen (-inf) and +inf is the largest float, so the order and the
+    // softmax stay defined; with no finite logit at all there is nothing to choose from
+    vlc_cand * c        = s->cand;
+    int32_t    n_finite = 0;
     for (int32_t i = 0; i < n_vocab; i++) {
-        c[i].logit = logits[i];
+        const float l = logits[i];
+        n_finite += isfinite(l) != 0;
+        c[i].logit = isnan(l) ? -INFINITY : l == INFINITY ? FLT_MAX : l;
         c[i].id    = i;
     }
+    VLC_CHECK(n_finite > 0, VLC_STATUS_INVALID_ARG,
+              "none of the %d logits is finite (logits[0] = %g): nothing to sample", n_vocab, (double) logits[0]);
 
     // repetition penalty, once per distinct token in the window
     if (s->p.repeat_penalty != 1.0f && s->n_accepted > 0) {

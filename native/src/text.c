@@ -59,6 +59,8 @@ struct vlc_text_state {
     float *           logits;      // [V] logits of the last position run
     int32_t *         pos;         // host, [B] positions of the rows of a step
     vlc_attn_seq *    seqs;        // host, [B] the sequences of a step
+    float *           probe;       // host, [C] a chunk's last row of x, read back after each stage
+    int32_t           bad_stage;   // first stage whose probe was not finite: -1 none, 0 input, l + 1 layer l
     int               has_logits;
 };
 
@@ -149,9 +151,11 @@ static vlc_status slab_alloc(vlc_text_state * st) {
         *ptrs[i] = st->slab + off;
         off += sizes[i];
     }
-    st->pos  = malloc(B * sizeof(int32_t));
-    st->seqs = malloc(B * sizeof(vlc_attn_seq));
-    VLC_CHECK(st->pos != NULL && st->seqs != NULL, VLC_STATUS_OOM, "cannot allocate %zu step records", B);
+    st->pos   = malloc(B * sizeof(int32_t));
+    st->seqs  = malloc(B * sizeof(vlc_attn_seq));
+    st->probe = malloc((size_t) hp->n_embd * sizeof(float));
+    VLC_CHECK(st->pos != NULL && st->seqs != NULL && st->probe != NULL, VLC_STATUS_OOM,
+              "cannot allocate %zu step records", B);
     return VLC_STATUS_OK;
 }
 
@@ -219,6 +223,7 @@ void vlc_text_state_free(vlc_text_state * st) {
     }
     free(st->pos);
     free(st->seqs);
+    free(st->probe);
     vlc_backend_free(st->be);
     free(st);
 }
@@ -241,6 +246,34 @@ const vlc_stats * vlc_text_state_stats(const vlc_text_state * st) { return &st->
 
 const float * vlc_text_state_logits(const vlc_text_state * st) {
     return st && st->has_logits ? st->logits : NULL;
+}
+
+void vlc_text_state_rewind(vlc_text_state * st, int32_t n_past) {
+    vlc_kv_truncate(&st->kv, n_past);
+    st->n_past     = n_past;
+    st->has_logits = 0;
+}
+
+int64_t vlc_first_nonfinite(const float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+// Notes in st->bad_stage the first stage of this call (0 the input, l + 1 layer l) after
+// which the chunk's last row is not finite: one row of C read back, the cost of a norm.
+static void probe_last_row(vlc_text_state * st, int32_t T, int32_t stage) {
+    if (st->bad_stage >= 0) {
+        return;
+    }
+    const int64_t C = st->m->hp.n_embd;
+    st->be->download(st->be, st->probe, st->x + (int64_t) (T - 1) * C, (size_t) C * sizeof(float));
+    if (vlc_first_nonfinite(st->probe, C) >= 0) {
+        st->bad_stage = stage;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -316,8 +349,10 @@ static void forward_chunk(vlc_text_state * st, const int32_t * tokens, const flo
     } else {
         be->upload(be, st->x, embd, (size_t) T * (size_t) hp->n_embd * sizeof(float));
     }
+    probe_last_row(st, T, 0);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         layer(st, il, T, 1, ml_lo < ml_hi ? st->stats.ml : NULL);
+        probe_last_row(st, T, il + 1);
     }
     st->n_past += T;
 
@@ -343,13 +378,19 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
             VLC_CHECK(tokens[i] >= 0 && tokens[i] < hp->n_vocab, VLC_STATUS_INVALID_ARG,
                       "token id %d at index %d is out of range [0, %d)", tokens[i], i, hp->n_vocab);
         }
+    } else {
+        const int64_t bad = vlc_first_nonfinite(embd, (int64_t) n * hp->n_embd);
+        VLC_CHECK(bad < 0, VLC_STATUS_INVALID_ARG, "input embeddings: row %" PRId64 ", column %" PRId64 " is %g",
+                  bad / hp->n_embd, bad % hp->n_embd, bad < 0 ? 0.0 : (double) embd[bad]);
     }
 
     VLC_TRY(kv_reserve(st, n));
 
     const int64_t V       = hp->n_vocab;
     const int32_t first   = n_out > 0 ? n - n_out : n - 1;  // first row whose logits are computed
+    const int32_t p0      = st->n_past;
     st->has_logits        = 0;
+    st->bad_stage         = -1;
     for (int32_t c0 = 0; c0 < n; c0 += st->n_batch) {
         const int32_t T  = n - c0 < st->n_batch ? n - c0 : st->n_batch;
         const int32_t lo = first > c0 ? first - c0 : 0;  // chunk-local first row with logits
@@ -361,6 +402,32 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
     }
     if (n_out > 0) {
         memcpy(st->logits, logits_out + (int64_t) (n_out - 1) * V, (size_t) V * sizeof(float));
+    }
+    // the rows returned must be finite; else the call is undone and says where it went wrong
+    for (int32_t i = first; i < n; i++) {
+        const int64_t bad = vlc_first_nonfinite(n_out > 0 ? logits_out + (int64_t) (i - first) * V : st->logits, V);
+        if (bad < 0) {
+            continue;
+        }
+        const double value = n_out > 0 ? logits_out[(int64_t) (i - first) * V + bad] : st->logits[bad];
+        vlc_text_state_rewind(st, p0);
+        char input[48], stage[96];
+        if (tokens) {
+            snprintf(input, sizeof(input), "token %d", tokens[i]);
+        } else {
+            snprintf(input, sizeof(input), "embedding row %d", i);
+        }
+        if (st->bad_stage < 0) {
+            snprintf(stage, sizeof(stage), "the hidden states checked stayed finite: the output norm / matrix");
+        } else if (st->bad_stage == 0) {
+            snprintf(stage, sizeof(stage), "the input embedding was not finite");
+        } else {
+            snprintf(stage, sizeof(stage), "the hidden state first went non-finite in layer %d (blk.%d)",
+                     st->bad_stage - 1, st->bad_stage - 1);
+        }
+        return VLC_ERR(VLC_STATUS_NUMERIC, "logits of position %d (%s) are not finite: %g at index %" PRId64
+                       "; %s. The model's weights hold NaN / inf or the values overflowed; nothing was kept",
+                       p0 + i, input, value, bad, stage);
     }
     st->has_logits = 1;
     return VLC_STATUS_OK;

@@ -15,6 +15,7 @@ from .errors import (
     InvalidTypeError,
     ModelFormatError,
     ModelIOError,
+    NumericError,
     OutOfMemoryError,
     UnsupportedError,
     VlcacheError,
@@ -34,5 +35,5 @@ def build_info() -> str:
 __all__ = [
     "Model", "Session", "CompressReport", "kvcache", "Completion", "CompletionStream", "GenerationStats", "build_info",
     "VlcacheError", "InvalidArgumentError", "InvalidTypeError", "ModelIOError", "ModelFormatError", "UnsupportedError",
-    "OutOfMemoryError", "ContextFullError", "CudaError", "InternalError",
+    "OutOfMemoryError", "ContextFullError", "CudaError", "NumericError", "InternalError",
 ]

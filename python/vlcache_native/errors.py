@@ -63,6 +63,13 @@ class CudaError(VlcacheError):
     status = lib.VLC_STATUS_CUDA
 
 
+class NumericError(VlcacheError, FloatingPointError):
+    """A forward pass gave NaN / inf logits (the message names the position, its input and
+    the first layer where values stopped being finite); the session is as before the call."""
+
+    status = lib.VLC_STATUS_NUMERIC
+
+
 class InternalError(VlcacheError):
     """A bug in vlcache_native; please report it with the message."""
 
@@ -72,7 +79,7 @@ class InternalError(VlcacheError):
 _BY_STATUS = {
     cls.status: cls
     for cls in (InvalidArgumentError, ModelIOError, ModelFormatError, UnsupportedError,
-                OutOfMemoryError, ContextFullError, CudaError, InternalError)
+                OutOfMemoryError, ContextFullError, CudaError, NumericError, InternalError)
 }
 
 

@@ -114,7 +114,7 @@ class Session(NativeObject):
         ordinary sequential positions and is remembered as an image span (see
         :attr:`image_spans`). Returns float32 logits: ``[n_vocab]`` for the last
         position, or ``[total, n_vocab]`` for every position when ``all_logits``. The
-        whole prompt is checked (ids in range, widths, context room) before anything
+        whole prompt is checked (ids in range, widths, finite embeddings, context room) before anything
         runs, so on such an error the session is unchanged.
 
         ``kv_stats`` gathers, during this prefill, the attention statistics that
@@ -181,8 +181,13 @@ class Session(NativeObject):
                 if c.shape[1] != self._model.n_embd:
                     raise InvalidArgumentError(f"image embeddings have width {c.shape[1]}, the text model's "
                                                f"n_embd is {self._model.n_embd}")
+                c = np.ascontiguousarray(c, dtype=np.float32)
+                bad = np.argwhere(~np.isfinite(c))
+                if len(bad):
+                    r, col = bad[0]
+                    raise InvalidArgumentError(f"image embeddings: row {r}, column {col} is {c[r, col]}")
                 if len(c):
-                    parts.append(("embd", np.ascontiguousarray(c, dtype=np.float32)))
+                    parts.append(("embd", c))
                 continue
             ids = _as_ids(c)
             if ids.size and (ids.min() < 0 or ids.max() >= self.n_vocab):

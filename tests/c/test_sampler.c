@@ -88,6 +88,24 @@ int main(void) {
     EXPECT(strstr(vlc_last_error(), "min_p") != NULL, "message '%s' does not name min_p", vlc_last_error());
     vlc_sampler_free(NULL);
 
+    // non-finite logits: NaN is never picked, +inf beats every float, none finite is an error
+    const float nan = nanf(""), inf = INFINITY;
+    for (int hot = 0; hot < 2; hot++) {
+        vlc_sampler * nf = make(hot ? 0.7f : 0.0f, 0, 1.0f, 0.0f, 1.0f, 5);
+        float part[4] = {nan, 1.0f, nan, 0.5f}, big[3] = {0.0f, inf, 2.0f};
+        for (int i = 0; i < 50; i++) {
+            int t = sample(nf, part, 4);
+            EXPECT(t == 1 || (hot && t == 3), "NaN logit picked (%d)", t);
+            EXPECT(sample(nf, big, 3) == 1, "+inf not picked");
+        }
+        float none[3] = {nan, -inf, inf * 0.0f};
+        int32_t t = -7;
+        EXPECT(vlc_sampler_sample(nf, none, 3, &t) == VLC_STATUS_INVALID_ARG && t == -7,
+               "all non-finite logits gave a token (%d)", t);
+        EXPECT(strstr(vlc_last_error(), "finite") != NULL, "message '%s'", vlc_last_error());
+        vlc_sampler_free(nf);
+    }
+
     if (g_fail) { printf("%d failures\n", g_fail); return 1; }
     printf("test_sampler: ok\n");
     return 0;

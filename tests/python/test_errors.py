@@ -359,3 +359,82 @@ def test_block_count_must_match_the_layers_stored(tiny_gguf, tmp_path):
     p.set_u32("llama.block_count", 3)
     with pytest.raises(vc.ModelFormatError, match="llama.block_count = 3, but the file stores 2 layers"):
         _load(tmp_path, p.bytes())
+
+
+# ---- numbers: non-finite values never pass silently
+
+def _with_nan(tiny_gguf, tmp_path, name, rows=None):
+    """The tiny model with NaN in tensor `name` (rows: only those rows of a matrix)."""
+    p = Parts(tiny_gguf)
+    t = p.tensor(name)
+    w = np.frombuffer(t[3], dtype=np.float32).reshape(-1, t[2][0]).copy()
+    w[slice(None) if rows is None else rows] = np.nan
+    t[3] = w.tobytes()
+    return _load(tmp_path, p.bytes(), name="nan.gguf")
+
+
+def test_nan_weights_raise_numeric_error_naming_the_layer(tiny_gguf, tmp_path):
+    with _with_nan(tiny_gguf, tmp_path, "blk.1.ffn_down.weight") as m, m.session() as s:
+        with pytest.raises(vc.NumericError, match=r"position 2 \(token 3\).*layer 1 \(blk.1\)"):
+            s.prefill([1, 2, 3])
+        assert s.n_past == 0 and s.kv_lengths().max() == 0   # nothing was kept
+        with pytest.raises(vc.NumericError, match=r"position 0 \(token 7\)"):
+            s.decode(7)
+        assert s.n_past == 0
+        with pytest.raises(vc.NumericError):
+            m.generate([1, 2], max_tokens=3)
+
+
+def test_nan_embedding_row_names_the_input(tiny_gguf, tmp_path):
+    with _with_nan(tiny_gguf, tmp_path, "token_embd.weight", rows=5) as m, m.session() as s:
+        s.prefill([1, 2])                                  # other tokens are fine
+        with pytest.raises(vc.NumericError, match=r"position 2 \(token 5\).*input embedding"):
+            s.decode(5)
+        assert s.n_past == 2
+        s.decode(3)                                        # the session goes on
+        with m.session() as s2:
+            s2.prefill([1])
+            with pytest.raises(vc.NumericError, match="session 1 .token 5 at position 1"):
+                m.decode_batch([s, s2], [4, 5])
+            assert (s.n_past, s2.n_past) == (3, 1)         # no session advanced
+            assert m.decode_batch([s, s2], [4, 6]).shape == (2, 300)
+
+
+def test_non_finite_input_embeddings_are_refused(tiny_gguf):
+    from vlcache_native._ffi import ffi, lib
+    with vc.Model(tiny_gguf, n_ctx=16) as m, m.session() as s:
+        embd = np.zeros((3, 64), np.float32)
+        embd[1, 3] = np.inf
+        with pytest.raises(vc.InvalidArgumentError, match="row 1, column 3 is inf"):
+            s.prefill([[1, 2], embd])
+        assert s.n_past == 0 and s.image_spans == []
+        st = lib.vlc_session_prefill_embd(  # the C library checks too
+            s._handle(), ffi.from_buffer("float[]", embd), 3, 64, ffi.NULL, 0)
+        assert st == lib.VLC_STATUS_INVALID_ARG and b"row 1, column 3 is inf" in ffi.string(lib.vlc_last_error())
+        assert s.n_past == 0
+
+
+def test_sampler_refuses_all_non_finite_logits():
+    from vlcache_native._ffi import ffi, lib
+    from vlcache_native.errors import check
+    for temperature in (0.0, 0.8):
+        params = ffi.new("vlc_sampler_params *")
+        lib.vlc_sampler_params_init(params)
+        params.temperature = temperature
+        out = ffi.new("vlc_sampler **")
+        check(lib.vlc_sampler_create(params, out))
+        sampler = ffi.gc(out[0], lib.vlc_sampler_free)
+        tok = ffi.new("int32_t *", -7)
+
+        def sample(values):
+            arr = np.asarray(values, dtype=np.float32)
+            return check(lib.vlc_sampler_sample(sampler, ffi.from_buffer("float[]", arr), len(arr), tok))
+
+        for bad in ([np.nan] * 4, [np.inf, -np.inf, np.nan]):
+            with pytest.raises(vc.InvalidArgumentError, match="none of the .* logits is finite"):
+                sample(bad)
+            assert tok[0] == -7                            # no token written
+        sample([np.nan, 1.0, np.nan, 0.5])                 # NaN is never picked
+        assert tok[0] in (1, 3) if temperature else tok[0] == 1
+        sample([0.0, np.inf, 2.0])                         # +inf is the largest
+        assert tok[0] == 1
