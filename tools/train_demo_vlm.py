@@ -95,50 +95,66 @@ def build_model(tok, seed: int):
     return tf.LlavaForConditionalGeneration(cfg)
 
 
-class Aux:
-    """Training-only help for the vision tower, dropped at export (the model stays LLaVA-1.5).
+class Rows:
+    """The image rows the language model reads: the projector's, and the teacher's.
 
-    Trained from scratch through the language model alone, the ViT gets almost no signal:
-    in a first run (no Aux) the LM learned the answers' wording by step 1000 and still
-    ignored the pictures at step 1450, while the image rows' RMS grew to 350 (text
-    embeddings: 0.03), which scales the gradient reaching the ViT through the LM's RMSNorm
-    by 1/350. So:
-    - a linear probe on every patch of the feature layer (the ViT output LLaVA reads)
-      predicts the patch's grid cell and the shape, colour and size of the object in that
-      cell (or "none"): dense, direct supervision of what the questions ask about;
-    - a penalty holds each projected image row's RMS near the token embeddings' RMS;
-    - an alignment loss (``align``, a cosine distance) pulls each projected image row
-      towards the sum of the token embeddings of the words that describe its cell: the
-      place ("top left") and, where there is an object, its size, colour and shape. Runs
-      0-5 had the ViT encode the objects (the probe read 79-87%) and the language model
-      still not find, among the image rows, the ones a question's words point at; with
-      the rows written in the words' own embedding space, answering "What colour is the
-      star?" is the copying from context that the language model learns early.
-    A second run also drew the token embeddings at RMS 1 (the image rows' scale then): it
-    had not learned even to copy the question's words by step 900, where the first run
-    (HF's std-0.02 embeddings, under which every layer's output counts from the start) had.
+    Trained from scratch end to end, neither half of the model learns (runs 0-7 in
+    models/README.md): the ViT gets almost no signal through a language model that ignores
+    the pictures, and the language model has nothing readable to learn to look for. So the
+    two halves learn side by side against one shared target, the *teacher rows*: for each
+    patch, the sum of the token embeddings of the words that describe its grid cell (the
+    place, e.g. "top left", and where there is an object its size, colour and shape).
+    - The language model reads teacher rows first (``--teacher-steps``), so it learns to
+      find, among the image rows, the ones a question's words point at and to copy their
+      words: the in-context copying small language models learn early.
+    - Meanwhile the ViT + projector regress onto the (detached) teacher rows, and a linear
+      probe on the ViT's feature layer predicts each patch's cell and the attributes of the
+      object there: dense supervision on every patch of every picture.
+    - Then the language model's input moves from teacher rows to the projector's, picture by
+      picture (``--anneal-steps``), and the last steps train everything end to end on the
+      projector's rows alone: the exported model is a plain LLaVA-1.5.
+    The probe head is training-only and dropped at export.
     """
 
     CLASSES = (W.GRID * W.GRID, len(W.SHAPES) + 1, len(W.COLOURS) + 1, len(W.SIZES) + 1)  # cell, attributes
 
-    def __init__(self, model, tok, weight: float = 0.5, mag: float = 0.01, align: float = 0.0):
+    def __init__(self, model, tok, probe: float = 0.5, distill: float = 1.0):
         import torch
-        self.weight, self.mag, self.align = weight, mag, align
-        self.head = torch.nn.Linear(VISION["hidden"], sum(self.CLASSES))
-        self.seen = {}
+        self.probe_w, self.distill_w = probe, distill
         self.embed = model.model.language_model.embed_tokens
-        vt = model.model.vision_tower
-        tower = getattr(vt, "vision_model", vt).encoder.layers[VISION["layers"] - 2]  # its output: hidden state -2
-        tower.register_forward_hook(lambda m, i, o: self.seen.__setitem__("feat", o[0] if isinstance(o, tuple) else o))
-        model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: self.seen.__setitem__("proj", o))
+        self.tower = model.model.vision_tower
+        self.projector = model.model.multi_modal_projector
+        self.head = torch.nn.Linear(VISION["hidden"], sum(self.CLASSES))
         g = VISION["image"] // VISION["patch"]
         centre = (np.arange(g) * VISION["patch"] + VISION["patch"] // 2) // W.CELL
         self.patch_cell = (centre[:, None] * W.GRID + centre[None, :]).reshape(-1)  # [36] cell of each patch
-        self.words = {w: tok.encode(w, add_special_tokens=False)
+        self.words = {w: torch.tensor(tok.encode(w, add_special_tokens=False))
                       for w in W.SHAPES + tuple(W.COLOURS) + W.SIZES + W.PLACES}
 
     def parameters(self):
         return self.head.parameters()
+
+    def vision(self, pixel_values):
+        """(ViT feature rows [P, 36, 128], projected rows [P, 36, H]), as LLaVA-1.5 computes them."""
+        feat = self.tower(pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
+        return feat, self.projector(feat)
+
+    def teacher(self, scenes):
+        """[P, 36, H]: each patch's summed word embeddings (each word the mean of its pieces)."""
+        import torch
+        emb = self.embed.weight
+        vec = {w: emb[ids].mean(0) for w, ids in self.words.items()}
+        cells = []
+        for sc in scenes:
+            by_cell = {o.cell: o for o in sc.objects}
+            for c in range(W.GRID * W.GRID):
+                v = vec[W.PLACES[c]]
+                if c in by_cell:
+                    o = by_cell[c]
+                    v = v + vec[o.size] + vec[o.colour] + vec[o.shape]
+                cells.append(v)
+        per_cell = torch.stack(cells).view(len(scenes), W.GRID * W.GRID, -1)
+        return per_cell[:, torch.from_numpy(self.patch_cell)]
 
     def targets(self, scenes):
         import torch
@@ -152,47 +168,26 @@ class Aux:
             t[i, :, 1:] = attrs[self.patch_cell]
         return torch.from_numpy(t)
 
-    def loss(self, scenes):
-        """(auxiliary loss, probe accuracy on the objects' attributes) for the last forward."""
+    def loss(self, scenes, feat, rows, teacher):
+        """(vision loss, probe accuracy on the objects' attributes, distillation error):
+        the probe's cross-entropy plus the projected rows' squared error against the
+        teacher rows, relative to the teacher's mean square."""
         import torch.nn.functional as F
-        feat = self.seen["feat"][:, 1:]  # drop CLS: the rows LLaVA-1.5 uses
         logits = self.head(feat)
         tgt = self.targets(scenes)
         losses, hits, n, off = [], 0, 0, 0
+        obj = tgt[..., 1].reshape(-1) > 0
         for k, c in enumerate(self.CLASSES):
             lg = logits[..., off:off + c].reshape(-1, c)
             tk = tgt[..., k].reshape(-1)
             losses.append(F.cross_entropy(lg, tk))
             if k:
-                obj = tgt[..., 1].reshape(-1) > 0
                 hits += (lg.argmax(-1)[obj] == tk[obj]).sum().item()
                 n += obj.sum().item()
             off += c
-        proj = self.seen["proj"]
-        rms = proj.pow(2).mean(-1).sqrt()
-        text_rms = self.embed.weight.detach().pow(2).mean().sqrt()
-        total = self.weight * sum(losses) / len(losses) + self.mag * (rms / text_rms - 1).pow(2).mean()
-        if self.align:
-            total = total + self.align * (1 - F.cosine_similarity(proj, self.word_targets(scenes), dim=-1)).mean()
-        return total, hits / max(n, 1)
-
-    def word_targets(self, scenes):
-        """[pictures, patches, hidden]: per patch, the summed (detached) embeddings of the
-        words describing its cell; each word is the mean of its pieces' embeddings."""
-        import torch
-        emb = self.embed.weight.detach()
-        vec = {w: emb[ids].mean(0) for w, ids in self.words.items()}
-        cells = []
-        for sc in scenes:
-            by_cell = {o.cell: o for o in sc.objects}
-            for c in range(W.GRID * W.GRID):
-                v = vec[W.PLACES[c]]
-                if c in by_cell:
-                    o = by_cell[c]
-                    v = v + vec[o.size] + vec[o.colour] + vec[o.shape]
-                cells.append(v)
-        per_cell = torch.stack(cells).view(len(scenes), W.GRID * W.GRID, -1)
-        return per_cell[:, torch.from_numpy(self.patch_cell)]
+        t = teacher.detach()
+        dist = (rows - t).pow(2).mean() / t.pow(2).mean()
+        return self.probe_w * sum(losses) / len(losses) + self.distill_w * dist, hits / max(n, 1), dist.item()
 
 
 def processor(tok):
@@ -254,104 +249,110 @@ class Encoder:
 
 def conversation(rng: random.Random, n_pictures: int, turns: int, max_objects: int = 5):
     """Training data: ``turns`` distinct questions about ``n_pictures`` new scenes of 1 to
-    ``max_objects`` objects each: (scenes, header, qa, looks). looks[i] lists the
-    (picture, cell) pairs answer i is read from (the object asked about; every object of
-    the shape counted; every object described), empty when no object answers it.
-
-    Many questions per picture give the language model several answers to learn from for
-    each picture it reads (the held-out and evaluation sets ask one or two)."""
+    ``max_objects`` objects each: (scenes, header, qa). Many questions per picture give the
+    language model several answers to learn from for each picture it reads (the held-out
+    and evaluation sets ask one or two)."""
     scenes = [W.make_scene(rng, rng.randint(1, max_objects)) for _ in range(n_pictures)]
     kinds = W.SINGLE_KINDS if n_pictures == 1 else W.MULTI_KINDS
-    qa, looks, asked = [], [], set()
+    qa, asked = [], set()
     for _ in range(4 * turns):
         kd = rng.choice(kinds)
         if n_pictures == 1:
-            q, a, o = W.single_question(rng, scenes[0], kd)
-            pic = 1
+            q, a, _ = W.single_question(rng, scenes[0], kd)
         else:
-            q, a, o, pic = W.multi_question(rng, scenes, kd)
+            q, a, _, _ = W.multi_question(rng, scenes, kd)
         if q not in asked:
             asked.add(q)
             qa.append((q, a))
-            sc = scenes[pic - 1]
-            if o is not None:
-                look = [(pic - 1, o.cell)]
-            elif q.lower().rstrip(".").endswith(("describe the picture", f"describe picture {pic}")):
-                look = [(pic - 1, ob.cell) for ob in sc.objects]
-            else:  # a count (or "no, there is no ..."): every object of the shape asked about
-                shape = next((s for s in W.SHAPES if W.PLURAL[s] in q), None)
-                look = [(pic - 1, ob.cell) for ob in sc.objects if ob.shape == shape]
-            looks.append(look)
         if len(qa) == turns:
             break
     header = W.IMAGE + "\n" if n_pictures == 1 else "".join(
         f"Picture {i + 1}: {W.IMAGE}\n" for i in range(n_pictures))
-    return scenes, header, qa, looks
+    return scenes, header, qa
 
 
 def max_objects_at(step: int, few_objects: tuple) -> int:
     """The object curriculum: 1 object per picture before step few_objects[0], up to 3
-    before few_objects[1], then 1-5. With one object, attending to the whole picture
-    answers every question, so the language model first learns to read the image rows at
-    all; then to pick the right ones among several objects."""
+    before few_objects[1], then 1-5."""
     return 1 if step < few_objects[0] else 3 if step < few_objects[1] else 5
 
 
 def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_steps: int = 0,
                few_objects: tuple = (0, 0)):
-    """Step ``step``'s batch: conversations of 1-8 turns about 1 picture (40%, or all during
-    the one-picture curriculum) or 2-8 pictures, until ``tokens`` tokens. Also returns the
-    scenes (in image order) and the routing targets: (row, positions whose next token is an
-    answer token, the image rows that answer holds information from)."""
+    """Step ``step``'s data: conversations of 3-12 turns about 1 picture (40%, or all during
+    the one-picture curriculum) or 2-8 pictures, until ``tokens`` tokens. Returns (groups,
+    scenes): the conversations padded into groups of similar length (one-picture, 2-4 and
+    5-8 pictures, so little compute goes to padding), each group a dict of input_ids,
+    attention_mask, labels and ``pictures`` (indices into ``scenes``, in image order)."""
     import torch
     rng = random.Random(seed * 1_000_003 + step)
-    scenes, rows, route = [], [], []
-    g = VISION["image"] // VISION["patch"]
-    centre = (np.arange(g) * VISION["patch"] + VISION["patch"] // 2) // W.CELL
-    patch_cell = (centre[:, None] * W.GRID + centre[None, :]).reshape(-1)
-    while sum(len(r[0]) for r in rows) < tokens and len(rows) < 48:
+    scenes, convs = [], []
+    while sum(len(c[0]) for c in convs) < tokens and len(convs) < 48:
         n_pic = 1 if step < one_picture_steps or rng.random() < 0.4 else rng.randint(2, 8)
-        sc, header, qa, looks = conversation(rng, n_pic, rng.randint(1, 8), max_objects_at(step, few_objects))
-        spans = []
-        ids, lab = enc.turns(header, qa, spans)
-        img = np.flatnonzero(np.array(ids) == enc.image_id).reshape(n_pic, N_IMAGE_TOKENS)
-        for (a, b), look in zip(spans, looks):
-            keys = [p for pic, cell in look for p in img[pic][patch_cell == cell]]
-            if keys:
-                route.append((len(rows), list(range(a - 1, b - 1)), keys))
-        rows.append((ids, lab))
+        sc, header, qa = conversation(rng, n_pic, rng.randint(3, 12), max_objects_at(step, few_objects))
+        ids, lab = enc.turns(header, qa)
+        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic))))
         scenes += sc
-    T = max(len(r[0]) for r in rows)
-    ids = torch.full((len(rows), T), enc.eos, dtype=torch.long)
-    lab = torch.full((len(rows), T), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, (a, b) in enumerate(rows):
-        ids[i, :len(a)] = torch.tensor(a)
-        lab[i, :len(b)] = torch.tensor(b)
-        mask[i, :len(a)] = 1
-    pv = torch.from_numpy(pixels([W.draw_scene(sc) for sc in scenes]))
-    return dict(input_ids=ids, attention_mask=mask, labels=lab, pixel_values=pv), scenes, route
+    groups = []
+    for lo, hi in ((1, 1), (2, 4), (5, 8)):
+        rows = [c for c in convs if lo <= len(c[2]) <= hi]
+        if not rows:
+            continue
+        T = max(len(r[0]) for r in rows)
+        ids = torch.full((len(rows), T), enc.eos, dtype=torch.long)
+        lab = torch.full((len(rows), T), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for i, (a, b, _) in enumerate(rows):
+            ids[i, :len(a)] = torch.tensor(a)
+            lab[i, :len(b)] = torch.tensor(b)
+            mask[i, :len(a)] = 1
+        groups.append(dict(input_ids=ids, attention_mask=mask, labels=lab,
+                           pictures=[p for r in rows for p in r[2]]))
+    return groups, scenes
 
 
-# The attention heads the routing loss supervises: (layer, head).
-ROUTE_HEADS = ((3, 0), (4, 1))
+def vision_share(step: int, teacher_steps: int, anneal_steps: int) -> float:
+    """The fraction of pictures whose projector rows (not the teacher's) the LM reads."""
+    if step < teacher_steps:
+        return 0.0
+    return min(1.0, (step - teacher_steps + 1) / max(1, anneal_steps))
 
 
-def route_loss(attentions, route):
-    """Training-only: the supervised heads (ROUTE_HEADS) should put their attention, at the
-    positions that predict an answer's tokens, on the image rows of the objects the answer
-    is about: mean of -log(attention mass on those rows). Runs 0-6 showed the language model
-    is slow to learn this routing from the answers alone, even with image rows written in
-    the words' embedding space."""
-    import torch
-    total, n = 0.0, 0
-    for b, q, k in route:
-        qi, ki = torch.tensor(q), torch.tensor(k)
-        for layer, head in ROUTE_HEADS:
-            a = attentions[layer][b, head][qi][:, ki].sum(-1)
-            total = total - torch.log(a + 1e-6).mean()
-            n += 1
-    return total / max(n, 1)
+def embed_with_rows(model, enc: Encoder, input_ids, rows):
+    """Token embeddings with each <image> run replaced by its picture's rows ([P, 36, H], in
+    image order): what LlavaForConditionalGeneration feeds its language model."""
+    emb = model.model.language_model.embed_tokens(input_ids)
+    mask = (input_ids == enc.image_id).unsqueeze(-1)
+    return emb.masked_scatter(mask, rows.reshape(-1, rows.shape[-1]).to(emb.dtype))
+
+
+def content_ids(tok) -> list:
+    """The token ids of the words an answer takes from the pictures or the question: shapes,
+    colours, sizes, places, numbers, yes / no. The rest of an answer is its wording."""
+    words = (W.SHAPES + tuple(W.PLURAL.values()) + tuple(W.COLOURS) + W.SIZES
+             + ("top", "bottom", "left", "right", "center", "Yes", "No", "no"))
+    ids = {i for w in words for i in tok.encode(" " + w, add_special_tokens=False)}
+    ids |= {tok.convert_tokens_to_ids(str(d)) for d in range(10)}
+    return sorted(ids - {tok.convert_tokens_to_ids("\u2581"), tok.unk_token_id})
+
+
+def lm_loss(model, enc: Encoder, groups, rows, weights):
+    """Weighted mean cross-entropy of the answer tokens over every group (rows: every
+    picture's; weights: per vocabulary id). Weighting the content words (content_ids) above
+    the wording speeds up the learning of what has to be read from the context: the wording
+    is learned within a few hundred steps either way."""
+    import torch.nn.functional as F
+    total, n = 0.0, 0.0
+    for g in groups:
+        emb = embed_with_rows(model, enc, g["input_ids"], rows[g["pictures"]])
+        h = model.model.language_model(inputs_embeds=emb, attention_mask=g["attention_mask"]).last_hidden_state
+        logits = model.lm_head(h[:, :-1])
+        lab = g["labels"][:, 1:].reshape(-1)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab, ignore_index=-100, reduction="none")
+        w = weights[lab.clamp(min=0)] * (lab != -100)
+        total = total + (ce * w).sum()
+        n += float(w.sum())
+    return total / max(n, 1.0)
 
 
 def heldout(seed: int, n: int):
@@ -361,22 +362,38 @@ def heldout(seed: int, n: int):
             for i in range(n)]
 
 
-def greedy(model, enc: Encoder, ex: W.Example, max_new: int = 48) -> str:
+def greedy(model, enc: Encoder, ex: W.Example, rows=None, max_new: int = 48) -> str:
+    """The greedy reply to ``ex`` with the projector's image rows, or with ``rows`` given."""
     import torch
-    ids = enc.ids(ex.prompt)
+    ids = torch.tensor([enc.ids(ex.prompt)])
+    lm = model.model.language_model
     with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             pixel_values=torch.from_numpy(pixels(ex.images)), max_new_tokens=max_new,
-                             do_sample=False, pad_token_id=enc.eos, eos_token_id=enc.eos)
-    return enc.tok.decode(out[0, len(ids):], skip_special_tokens=True)
+        if rows is None:
+            rows = model.model.multi_modal_projector(
+                model.model.vision_tower(torch.from_numpy(pixels(ex.images)),
+                                         output_hidden_states=True).hidden_states[-2][:, 1:])
+        emb, cache, out = embed_with_rows(model, enc, ids, rows), None, []
+        for _ in range(max_new):
+            res = lm(inputs_embeds=emb, past_key_values=cache, use_cache=True)
+            cache = res.past_key_values
+            t = int(model.lm_head(res.last_hidden_state[:, -1]).argmax(-1))
+            if t == enc.eos:
+                break
+            out.append(t)
+            emb = lm.embed_tokens(torch.tensor([[t]]))
+    return enc.tok.decode(out, skip_special_tokens=True)
 
 
-def evaluate(model, enc, exs) -> dict:
+def evaluate(model, enc, exs, teacher=None) -> dict:
+    """Held-out exact match by group, reading the projector's rows (or the teacher's)."""
+    import torch
     model.eval()
     scores = {}
     for ex in exs:
         key = ("1 picture" if not ex.multi else "4-8 pictures") + (" follow-up" if ex.first_question else "")
-        scores.setdefault(key, []).append(W.score_answer(ex, greedy(model, enc, ex)))
+        with torch.no_grad():
+            rows = teacher.teacher(ex.scenes) if teacher is not None else None
+        scores.setdefault(key, []).append(W.score_answer(ex, greedy(model, enc, ex, rows)))
     model.train()
     return {k: float(np.mean(v)) for k, v in sorted(scores.items())}
 
@@ -404,27 +421,32 @@ def train(args) -> Path:
     enc = Encoder(tok)
     model = build_model(tok, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    if args.route > 0:
-        model.set_attn_implementation("eager")  # route_loss reads the attention weights
-    aux = Aux(model, tok, align=args.align)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.95),
-                            weight_decay=0.01)
+    rows = Rows(model, tok)
+    # Two gradient clips: the vision losses' gradients are far larger than the language
+    # model's, and one global clip would scale the language model's updates down with them.
+    lm_params = list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
+    vision_params = (list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
+                     + list(rows.parameters()))
+    params = lm_params + vision_params
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     ckpt = out / "ckpt.pt"
     step, log = 0, []
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
-        aux.head.load_state_dict(state["aux"])
+        rows.head.load_state_dict(state["probe"])
         opt.load_state_dict(state["opt"])
         step, log = state["step"], state["log"]
         print(f"resumed from {ckpt} at step {step}")
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {N_IMAGE_TOKENS} tokens per picture; "
           f"{args.steps} steps of ~{args.tokens} tokens, {torch.get_num_threads()} threads")
     exs = heldout(args.seed, args.eval_n)
+    weights = torch.ones(len(tok))
+    weights[content_ids(tok)] = args.content_weight
     model.train()
 
     def save():
-        torch.save({"model": model.state_dict(), "aux": aux.head.state_dict(), "opt": opt.state_dict(),
+        torch.save({"model": model.state_dict(), "probe": rows.head.state_dict(), "opt": opt.state_dict(),
                     "step": step, "log": log},
                    str(ckpt) + ".tmp")
         os.replace(str(ckpt) + ".tmp", ckpt)
@@ -433,29 +455,34 @@ def train(args) -> Path:
     t0, ema = time.time(), None
     stop = min(args.steps, args.stop_at or args.steps)
     while step < stop:
-        batch, scenes, route = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps,
-                                          args.few_objects)
+        groups, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps, args.few_objects)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
-        res = model(**batch, output_attentions=args.route > 0)
-        loss = res.loss
-        aux_loss, probe = aux.loss(scenes)
-        if args.route > 0:
-            aux_loss = aux_loss + args.route * route_loss(res.attentions, route)
+        feat, vis = rows.vision(torch.from_numpy(pixels([W.draw_scene(sc) for sc in scenes])))
+        teach = rows.teacher(scenes)
+        share = vision_share(step, args.teacher_steps, args.anneal_steps)
+        pick = random.Random(args.seed * 7_000_003 + step)
+        use_vis = torch.tensor([pick.random() < share for _ in scenes]).view(-1, 1, 1)
+        loss = lm_loss(model, enc, groups, torch.where(use_vis, vis, teach), weights)
+        vloss, probe, dist = rows.loss(scenes, feat, vis, teach)
         opt.zero_grad(set_to_none=True)
-        (loss + aux_loss).backward()
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
+        (loss + vloss).backward()
+        lm_norm = float(torch.nn.utils.clip_grad_norm_(lm_params, 1.0))
+        vision_norm = float(torch.nn.utils.clip_grad_norm_(vision_params, 1.0))
         opt.step()
         step += 1
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         bar.update(1)
-        bar.set_postfix(loss=f"{ema:.4f}", probe=f"{probe:.2f}", pics=batch["pixel_values"].shape[0])
-        entry = {"step": step, "loss": round(loss.item(), 5), "aux": round(aux_loss.item(), 5),
-                 "probe": round(probe, 4), "s": round(time.time() - t0, 1)}
+        bar.set_postfix(loss=f"{ema:.4f}", gn=f"{lm_norm:.2f}/{vision_norm:.1f}", probe=f"{probe:.2f}", dist=f"{dist:.3f}", vis=f"{share:.2f}")
+        entry = {"step": step, "loss": round(loss.item(), 5), "vision": round(vloss.item(), 5),
+                 "probe": round(probe, 4), "distill": round(dist, 4), "share": share, "s": round(time.time() - t0, 1)}
         if step % args.eval_every == 0 or step == args.steps:
             entry["heldout"] = evaluate(model, enc, exs)
-            tqdm.write(f"step {step}: loss {ema:.4f}, held-out exact match "
-                       + ", ".join(f"{k} {v:.1%}" for k, v in entry["heldout"].items()))
+            msg = ", ".join(f"{k} {v:.1%}" for k, v in entry["heldout"].items())
+            if share < 1:
+                entry["heldout_teacher"] = evaluate(model, enc, exs, rows)
+                msg += "; teacher rows: " + ", ".join(f"{k} {v:.1%}" for k, v in entry["heldout_teacher"].items())
+            tqdm.write(f"step {step}: loss {ema:.4f}, probe {probe:.2f}, distill {dist:.3f}; held-out exact match {msg}")
         log.append(entry)
         if step % args.save_every == 0 or step == stop:
             save()
@@ -496,10 +523,12 @@ def main(argv=None) -> int:
     ap.add_argument("--one-picture-steps", type=int, default=0, help="a curriculum: this many steps of one picture first")
     ap.add_argument("--few-objects", default="0,0", type=lambda v: tuple(int(x) for x in v.split(",")),
                     help="A,B: pictures of 1 object before step A, of at most 3 before step B")
-    ap.add_argument("--align", type=float, default=1.0,
-                    help="weight of the training-only loss aligning image rows with their words' embeddings (Aux)")
-    ap.add_argument("--route", type=float, default=1.0,
-                    help="weight of the training-only loss that supervises where ROUTE_HEADS attend (route_loss)")
+    ap.add_argument("--teacher-steps", type=int, default=600,
+                    help="steps in which the language model reads the teacher rows only (Rows)")
+    ap.add_argument("--anneal-steps", type=int, default=600,
+                    help="steps over which it moves from the teacher rows to the projector's")
+    ap.add_argument("--content-weight", type=float, default=4.0,
+                    help="loss weight of an answer's content words against its wording (content_ids)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-n", type=int, default=32)

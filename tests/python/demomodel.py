@@ -15,8 +15,7 @@ def make_demo_gguf(out_dir, steps: int = 4) -> Path:
     T = load_tool("train_demo_vlm")
     out_dir = Path(out_dir)
     common = ["--out", str(out_dir), "--threads", "2"]
-    T.main(common + ["--steps", str(steps), "--eval-every", "100000", "--eval-n", "1", "--save-every", "100000",
-                     "--route", "0"])  # the routing loss needs eager attention: slower, and moot for 4 steps
+    T.main(common + ["--steps", str(steps), "--eval-every", "100000", "--eval-n", "1", "--save-every", "100000"])
     path = out_dir / "demo-q8_0.gguf"
     T.main(common + ["--export", str(path)])
     return path
