@@ -2,6 +2,14 @@
 //
 // Two handles: vlc_model (weights + vocabulary, immutable after load, may be shared
 // between threads) and vlc_session (KV cache, scratch, position; one thread at a time).
+//
+// Lifetime: a session holds a reference on its model (counted atomically), so the model's
+// memory lives until vlc_model_free has been called and the last of its sessions has been
+// freed, in whichever order and from whichever threads. Freeing a handle is the one thing
+// that must happen after every call on that handle has returned, and no call may follow it
+// (a binding that lets threads close handles, like the Python package, makes close wait
+// for the running calls and refuse new ones).
+//
 // Every fallible call returns a vlc_status (0 ok, > 0 soft result, < 0 error) and writes
 // results through out-parameters; vlc_last_error() then holds a thread-local message that
 // names the function and the offending value. The library never exits or aborts on bad
@@ -229,6 +237,8 @@ VLC_API size_t       vlc_compress_report_size(void);
 VLC_API void       vlc_model_params_init(vlc_model_params * params);
 // Maps the GGUF at path and binds its tensors. On failure *out is NULL and nothing leaks.
 VLC_API vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vlc_model ** out);
+// Drops the caller's reference: the weights go now, or when the last session of the model
+// is freed. Sessions keep working after it; the model handle itself may not be used again.
 VLC_API void       vlc_model_free(vlc_model * model);
 VLC_API void       vlc_model_get_info(const vlc_model * model, vlc_model_info * out);
 // A string metadata value of the model file (then of its mmproj), NUL-terminated, owned
@@ -272,7 +282,9 @@ VLC_API int32_t    vlc_token_is_eog(const vlc_model * model, int32_t token); // 
 
 // ---- session
 VLC_API void       vlc_session_params_init(vlc_session_params * params);
+// The session takes a reference on model (see Lifetime above).
 VLC_API vlc_status vlc_session_create(vlc_model * model, const vlc_session_params * params, vlc_session ** out);
+// Frees the session and drops its reference on the model (the last one frees the model).
 VLC_API void       vlc_session_free(vlc_session * session);
 VLC_API void       vlc_session_reset(vlc_session * session);     // empties the KV cache
 VLC_API int32_t    vlc_session_n_past(const vlc_session * session);
@@ -377,7 +389,8 @@ VLC_API int32_t    vlc_session_kv_len(const vlc_session * session, int32_t layer
 VLC_API vlc_status vlc_session_kv_positions(const vlc_session * session, int32_t layer, int32_t head,
                                             int32_t * out, int32_t cap, int32_t * n_out);
 // A new session with a copy of src's state: KV cache (compressed or not), position, image
-// spans, statistics, timings, same parameters. For comparing policies on one prefill.
+// spans, statistics, timings, same parameters. For comparing policies on one prefill. It
+// takes its own reference on the model.
 VLC_API vlc_status vlc_session_clone(const vlc_session * src, vlc_session ** out);
 
 // ---- weight types and quantization (reference kernels; for tools/quantize.py and tests)

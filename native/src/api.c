@@ -22,7 +22,7 @@ typedef struct vlc_span {
 } vlc_span;
 
 struct vlc_session {
-    vlc_model *       model;
+    vlc_model *       model;     // one of the model's references, dropped by vlc_session_free
     vlc_text_state *  text;
     vlc_session_stats stats;     // timings; n_past / n_ctx / kv_bytes are filled on read
     vlc_span *        images;    // [n_images] image spans, in prefill order
@@ -97,6 +97,7 @@ vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vl
     }
     vlc_model * m = calloc(1, sizeof(*m));
     VLC_CHECK(m != NULL, VLC_STATUS_OOM, "cannot allocate the model struct");
+    m->n_refs     = 1;
     m->vocab_only = p.vocab_only != 0;
     vlc_status st = load_parts(m, path, &p);
     if (st != VLC_STATUS_OK) {
@@ -107,9 +108,14 @@ vlc_status vlc_model_load(const char * path, const vlc_model_params * params, vl
     return VLC_STATUS_OK;
 }
 
+// A session's reference on its model (see vlc_model_free).
+static void model_retain(vlc_model * m) {
+    __atomic_add_fetch(&m->n_refs, 1, __ATOMIC_RELAXED);
+}
+
 void vlc_model_free(vlc_model * m) {
-    if (!m) {
-        return;
+    if (!m || __atomic_sub_fetch(&m->n_refs, 1, __ATOMIC_ACQ_REL) > 0) {
+        return;  // a session still runs on the weights; its vlc_session_free frees them
     }
     vlc_vision_free(m->vision);
     vlc_gguf_close(m->mmproj);
@@ -303,6 +309,7 @@ vlc_status vlc_session_create(vlc_model * m, const vlc_session_params * params, 
         free(s);
         return st;
     }
+    model_retain(m);
     *out = s;
     return VLC_STATUS_OK;
 }
@@ -311,9 +318,11 @@ void vlc_session_free(vlc_session * s) {
     if (!s) {
         return;
     }
+    vlc_model * m = s->model;
     vlc_text_state_free(s->text);
     free(s->images);
     free(s);
+    vlc_model_free(m);  // the session's reference: the last one out unmaps the model
 }
 
 void vlc_session_reset(vlc_session * s) {
@@ -592,6 +601,7 @@ vlc_status vlc_session_clone(const vlc_session * src, vlc_session ** out) {
         free(s);
         return rc;
     }
+    model_retain(s->model);
     *out = s;
     return VLC_STATUS_OK;
 }

@@ -36,6 +36,7 @@ typedef struct vlc_hparams {
 } vlc_hparams;
 
 struct vlc_model {
+    int32_t     n_refs;       // the loader's handle + one per session; freed at 0 (atomic)
     vlc_gguf *  gguf;
     vlc_vocab * vocab;
     vlc_hparams hp;

@@ -8,6 +8,7 @@
 from . import kvcache
 from ._ffi import ffi as _ffi_obj, lib as _lib
 from .errors import (
+    ClosedError,
     ContextFullError,
     CudaError,
     InternalError,
@@ -35,5 +36,5 @@ def build_info() -> str:
 __all__ = [
     "Model", "Session", "CompressReport", "kvcache", "Completion", "CompletionStream", "GenerationStats", "build_info",
     "VlcacheError", "InvalidArgumentError", "InvalidTypeError", "ModelIOError", "ModelFormatError", "UnsupportedError",
-    "OutOfMemoryError", "ContextFullError", "CudaError", "NumericError", "InternalError",
+    "OutOfMemoryError", "ContextFullError", "CudaError", "NumericError", "InternalError", "ClosedError",
 ]

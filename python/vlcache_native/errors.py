@@ -70,6 +70,11 @@ class NumericError(VlcacheError, FloatingPointError):
     status = lib.VLC_STATUS_NUMERIC
 
 
+class ClosedError(VlcacheError):
+    """A call on a model or session that was closed (by ``close()``, ``with``, or its model's
+    close) or is being closed."""
+
+
 class InternalError(VlcacheError):
     """A bug in vlcache_native; please report it with the message."""
 

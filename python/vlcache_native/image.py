@@ -640,29 +640,14 @@ class ImageProcessor:
 # Glue to a vlcache_native Model (imports the native bindings lazily)
 # ---------------------------------------------------------------------------------------
 
-def _model_meta_nums(model, key: str) -> list[float] | None:
-    from ._ffi import ffi, lib
-    cap = 256
-    buf = ffi.new("double[]", cap)
-    n = lib.vlc_model_meta_num(model._handle(), key.encode(), buf, cap)
-    if n < 0:
-        return None
-    if n > cap:
-        buf = ffi.new("double[]", n)
-        n = lib.vlc_model_meta_num(model._handle(), key.encode(), buf, n)
-    return [buf[i] for i in range(n)]
-
-
 def _model_newline(model, dim: int) -> np.ndarray:
     """The model's LLaVA-NeXT image_newline [dim]: ``v.image_newline``, or
     ``model.image_newline`` as llama.cpp's legacy LLaVA-1.6 mmproj files name it."""
-    from ._ffi import ffi, lib
-    from .errors import check
-    out = np.empty(dim, dtype=np.float32)
-    buf = ffi.from_buffer("float[]", out, require_writable=True)
-    if lib.vlc_model_tensor_f32(model._handle(), b"v.image_newline", buf, dim) != 0:
-        check(lib.vlc_model_tensor_f32(model._handle(), b"model.image_newline", buf, dim))
-    return out
+    from .errors import InvalidArgumentError
+    try:
+        return model.tensor("v.image_newline", dim)
+    except InvalidArgumentError:
+        return model.tensor("model.image_newline", dim)
 
 
 def processor_for_model(model) -> ImageProcessor:
@@ -679,7 +664,7 @@ def processor_for_model(model) -> ImageProcessor:
         except (ValueError, TypeError) as e:  # not JSON, not an object, a value of the wrong type
             raise ImageError(f"the model's vlcache.image.processor metadata is corrupt: {e}") from None
     else:
-        pins = _model_meta_nums(model, "clip.vision.image_grid_pinpoints")
+        pins = model.metadata_numbers("clip.vision.image_grid_pinpoints")
         proc = ImageProcessor.from_mmproj(v["image_size"], v["image_mean"], v["image_std"],
                                           [int(p) for p in pins] if pins else None)
     proc.patch_size = int(v["patch_size"])

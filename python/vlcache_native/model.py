@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -14,8 +14,8 @@ import numpy as np
 from ._ffi import ffi, lib
 from . import chat as _chat
 from ._native import NativeObject
-from .errors import (ContextFullError, InvalidArgumentError, InvalidTypeError, ModelIOError, check, checked_arguments,
-                     float_arg, int_arg, utf8_arg)
+from .errors import (ClosedError, ContextFullError, InvalidArgumentError, InvalidTypeError, ModelIOError, check,
+                     checked_arguments, float_arg, int_arg, utf8_arg)
 from . import kvcache
 from .kvcache import CompressReport
 from .session import Session, _as_ids, _session_args
@@ -108,8 +108,6 @@ class Model(NativeObject):
     def __init__(self, path: str | os.PathLike, mmproj: str | os.PathLike | None = None, *, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False,
                  chat_template: str | None = None):
-        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
-        self._gen_session: Session | None = None
         for name, p in (("path", path), ("mmproj", mmproj)):
             if not isinstance(p, (str, os.PathLike)) and not (name == "mmproj" and p is None):
                 raise InvalidTypeError(f"{name}={p!r}, expected a file path")
@@ -128,12 +126,13 @@ class Model(NativeObject):
         params.mmproj_path = mmproj_c
         out = ffi.new("vlc_model **")
         check(lib.vlc_model_load(os.fsencode(self.path), params, out))
-        self._ptr = out[0]
+        self._adopt(out[0])
         info = ffi.new("vlc_model_info *")
-        lib.vlc_model_get_info(self._ptr, info)
-        self._info = {name: getattr(info, name) for name, _ in ffi.typeof("vlc_model_info").fields}
         vinfo = ffi.new("vlc_vision_info *")
-        lib.vlc_model_get_vision_info(self._ptr, vinfo)
+        with self._call() as h:
+            lib.vlc_model_get_info(h, info)
+            lib.vlc_model_get_vision_info(h, vinfo)
+        self._info = {name: getattr(info, name) for name, _ in ffi.typeof("vlc_model_info").fields}
         self._vision = {name: getattr(vinfo, name) for name, _ in ffi.typeof("vlc_vision_info").fields}
         for k in ("image_mean", "image_std"):
             self._vision[k] = list(self._vision[k])
@@ -150,14 +149,13 @@ class Model(NativeObject):
 
     # ---- life cycle
 
-    def _free(self) -> None:
-        """Closes the model's sessions, then unmaps the file."""
-        for s in list(self._sessions):
-            s.close()
-        lib.vlc_model_free(self._ptr)
+    def _free(self, ptr) -> None:
+        """Drops the model's reference: the file is unmapped once no session holds it (close()
+        has closed this model's sessions first)."""
+        lib.vlc_model_free(ptr)
 
     def __repr__(self) -> str:
-        if self._ptr == ffi.NULL:
+        if self.closed:
             return "<vlcache_native.Model closed>"
         i = self._info
         return (f"<vlcache_native.Model {os.path.basename(self.path)!r} layers={i['n_layer']} "
@@ -184,8 +182,29 @@ class Model(NativeObject):
 
     def metadata(self, key: str) -> str | None:
         """A string metadata value of the GGUF (e.g. "tokenizer.chat_template"), or None."""
-        p = lib.vlc_model_meta_str(self._handle(), utf8_arg("key", key))
-        return None if p == ffi.NULL else ffi.string(p).decode("utf-8", "replace")
+        k = utf8_arg("key", key)
+        with self._call() as h:
+            p = lib.vlc_model_meta_str(h, k)
+            return None if p == ffi.NULL else ffi.string(p).decode("utf-8", "replace")
+
+    def metadata_numbers(self, key: str) -> list[float] | None:
+        """A numeric metadata value or array of the GGUF as floats, or None when absent or not numeric."""
+        k = utf8_arg("key", key)
+        with self._call() as h:
+            n = lib.vlc_model_meta_num(h, k, ffi.NULL, 0)
+            if n < 0:
+                return None
+            buf = ffi.new("double[]", max(n, 1))
+            lib.vlc_model_meta_num(h, k, buf, n)
+            return [buf[i] for i in range(n)]
+
+    def tensor(self, name: str, n: int) -> np.ndarray:
+        """A tensor of the model (or its mmproj) as float32 [n] (n = its element count)."""
+        out = np.empty(int_arg("n", n, 0, 2**62), dtype=np.float32)
+        with self._call() as h:
+            check(lib.vlc_model_tensor_f32(h, utf8_arg("name", name), ffi.from_buffer("float[]", out,
+                                                                                     require_writable=True), n))
+        return out
 
     # ---- tokenizer
 
@@ -199,7 +218,8 @@ class Model(NativeObject):
         cap = len(data) + 2
         while True:
             buf = ffi.new("int32_t[]", cap)
-            st = check(lib.vlc_tokenize(self._handle(), data, len(data), int(add_bos), int(special), buf, cap, n))
+            with self._call() as h:
+                st = check(lib.vlc_tokenize(h, data, len(data), int(add_bos), int(special), buf, cap, n))
             if st == lib.VLC_STATUS_OK:
                 return list(ffi.unpack(buf, n[0]))
             cap = n[0]
@@ -209,7 +229,8 @@ class Model(NativeObject):
         cap = 64
         while True:
             buf = ffi.new("char[]", cap)
-            st = check(fn(self._handle(), *args, buf, cap, n))
+            with self._call() as h:
+                st = check(fn(h, *args, buf, cap, n))
             if st == lib.VLC_STATUS_OK:
                 return ffi.unpack(buf, n[0])
             cap = n[0]
@@ -228,7 +249,9 @@ class Model(NativeObject):
 
     def is_eog(self, token_id: int) -> bool:
         """True for tokens that end generation (EOS, end-of-turn)."""
-        return bool(lib.vlc_token_is_eog(self._handle(), int_arg("token_id", token_id)))
+        token = int_arg("token_id", token_id)
+        with self._call() as h:
+            return bool(lib.vlc_token_is_eog(h, token))
 
     # ---- vision
 
@@ -243,7 +266,8 @@ class Model(NativeObject):
         return dict(self._vision)
 
     def _require_vision(self) -> None:
-        self._handle()
+        if self.closed:
+            raise ClosedError("the model is closed")
         if not self.has_vision:
             raise InvalidArgumentError(
                 "this model has no vision tower: convert a LLaVA checkpoint with tools/convert_hf_to_gguf.py, "
@@ -258,8 +282,9 @@ class Model(NativeObject):
         if px.ndim != 4 or px.shape[1:] != (3, S, S) or px.shape[0] == 0:
             raise InvalidArgumentError(f"pixels must have shape [n, 3, {S}, {S}], got {list(px.shape)}")
         out = np.empty((px.shape[0], v["n_tokens_per_tile"], v["n_embd_out"]), dtype=np.float32)
-        check(lib.vlc_vision_encode(self._ptr, ffi.from_buffer("float[]", px), px.shape[0], self.n_threads or 0,
-                                    ffi.from_buffer("float[]", out, require_writable=True)))
+        with self._call() as h:
+            check(lib.vlc_vision_encode(h, ffi.from_buffer("float[]", px), px.shape[0], self.n_threads or 0,
+                                        ffi.from_buffer("float[]", out, require_writable=True)))
         return out
 
     def image_processor(self):
@@ -353,10 +378,8 @@ class Model(NativeObject):
     def session(self, *, n_ctx: int | None = None, n_threads: int | None = None,
                 n_batch: int | None = None, kv_type: str | None = None) -> Session:
         """A new session (KV cache); arguments default to the model's."""
-        s = Session(self, n_ctx=n_ctx or self.n_ctx, n_threads=n_threads or self.n_threads,
-                    n_batch=n_batch or self.n_batch, kv_type=kv_type or self.kv_type)
-        self._sessions.add(s)
-        return s
+        return Session(self, n_ctx=n_ctx or self.n_ctx, n_threads=n_threads or self.n_threads,
+                       n_batch=n_batch or self.n_batch, kv_type=kv_type or self.kv_type)
 
     def decode_batch(self, sessions: Sequence[Session], tokens: Sequence[int]) -> np.ndarray:
         """One decode step for several sessions of this model at once: ``tokens[i]`` runs at
@@ -375,12 +398,13 @@ class Model(NativeObject):
         if len(ids) != len(sessions):
             raise InvalidArgumentError(f"{len(sessions)} sessions but {len(ids)} tokens")
         for i, s in enumerate(sessions):
-            if not isinstance(s, Session) or s._model is not self:
+            if not isinstance(s, Session) or s.model is not self:
                 raise InvalidArgumentError(f"session {i} is not a session of this model")
-        handles = ffi.new("vlc_session *[]", [s._handle() for s in sessions])
         out = np.empty((len(sessions), self.n_vocab), dtype=np.float32)
-        check(lib.vlc_batch_decode(handles, ffi.new("int32_t[]", ids), len(ids),
-                                   ffi.from_buffer("float[]", out, require_writable=True)))
+        with contextlib.ExitStack() as held:  # every session stays open for the step
+            handles = ffi.new("vlc_session *[]", [held.enter_context(s._call()) for s in sessions])
+            check(lib.vlc_batch_decode(handles, ffi.new("int32_t[]", ids), len(ids),
+                                       ffi.from_buffer("float[]", out, require_writable=True)))
         return out
 
     @checked_arguments
@@ -478,26 +502,20 @@ class Model(NativeObject):
         stats.prompt_tokens = n_prompt
         return Generation(self, chunks, max_tokens, sampler, stops, stats, t_start, kv)
 
-    def _generation_session(self) -> Session:
-        s = self._gen_session
-        if s is None or s._ptr == ffi.NULL:
-            s = self._gen_session = self.session()
-        else:
-            s.reset()
-        return s
-
     def _generate(self, req: "Generation"):
-        sess = self._generation_session()
-        logits = req.start(sess)
-        while True:
-            token = req.push(logits)
-            piece = req.take()
-            if piece:
-                yield piece
-            if token is None:
-                break
-            logits = sess.decode(token)
-        return req.finish(sess)
+        # a session of its own per generation: two generations (threads, or streams taken in
+        # turn) never share a KV cache, and the model holds no session (no reference cycle)
+        with self.session() as sess:
+            logits = req.start(sess)
+            while True:
+                token = req.push(logits)
+                piece = req.take()
+                if piece:
+                    yield piece
+                if token is None:
+                    break
+                logits = sess.decode(token)
+            return req.finish(sess)
 
 
 class Generation:

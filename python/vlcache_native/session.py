@@ -49,15 +49,16 @@ def _session_args(n_ctx, n_threads, n_batch, kv_type) -> tuple:
 class Session(NativeObject):
     """A KV cache plus position: the state of one conversation.
 
-    Made by :meth:`Model.session`. Not thread-safe: use one session per thread. The
-    session keeps its model alive; closing the model closes its sessions.
+    Made by :meth:`Model.session`. One thread at a time: use one session per thread
+    (sessions of one model run in parallel). The session keeps its model alive (:attr:`model`;
+    in C it holds a reference on the weights); closing the model closes its sessions. Closing
+    a session from another thread waits for the call running on it.
     """
 
     _kind = "session"
 
     def __init__(self, model: "Model", *, n_ctx: int, n_threads: int | None, n_batch: int, kv_type: str):
         n_ctx, n_threads, n_batch, kv_type = _session_args(n_ctx, n_threads, n_batch, kv_type)
-        self._model = model
         params = ffi.new("vlc_session_params *")
         lib.vlc_session_params_init(params)
         params.n_ctx = n_ctx
@@ -65,29 +66,35 @@ class Session(NativeObject):
         params.n_threads = n_threads or 0
         params.type_kv = KV_TYPES[kv_type]
         out = ffi.new("vlc_session **")
-        check(lib.vlc_session_create(model._handle(), params, out))
-        self._ptr = out[0]
+        with model._call() as mh:  # registered before the model can finish closing
+            check(lib.vlc_session_create(mh, params, out))
+            self._setup(model, out[0], kv_type)
+
+    def _setup(self, model: "Model", ptr, kv_type: str) -> None:
+        self._adopt(ptr, parent=model)
+        self.model = model
         self.n_vocab = model.n_vocab
         self.kv_type = kv_type
         self.n_ctx = self.stats()["n_ctx"]  # positions the KV cache holds (fixed at creation)
 
     # ---- life cycle
 
-    def _free(self) -> None:
-        lib.vlc_session_free(self._ptr)
-        self._model._sessions.discard(self)
+    def _free(self, ptr) -> None:
+        lib.vlc_session_free(ptr)  # drops the session's reference on the model too
 
     # ---- state
 
     @property
     def n_past(self) -> int:
         """Tokens in the KV cache (the position the next token takes)."""
-        return lib.vlc_session_n_past(self._handle())
+        with self._call() as h:
+            return lib.vlc_session_n_past(h)
 
     def stats(self) -> dict:
         """Positions, KV bytes held by the allocator, and summed prefill/decode timings."""
         st = ffi.new("vlc_session_stats *")
-        lib.vlc_session_get_stats(self._handle(), st)
+        with self._call() as h:
+            lib.vlc_session_get_stats(h, st)
         return {
             "n_past": st.n_past,
             "n_ctx": st.n_ctx,
@@ -100,7 +107,8 @@ class Session(NativeObject):
 
     def reset(self) -> None:
         """Empties the KV cache; the next token goes to position 0."""
-        lib.vlc_session_reset(self._handle())
+        with self._call() as h:
+            lib.vlc_session_reset(h)
 
     # ---- compute
 
@@ -135,17 +143,19 @@ class Session(NativeObject):
         if kv_stats is not None and kv_stats is not False:
             self._start_kv_stats(parts, total, kv_stats, p, window)
         out = np.empty((total if all_logits else 1, self.n_vocab), dtype=np.float32)
-        h, off = self._handle(), 0
-        for i, (kind, arr) in enumerate(parts):
-            n = len(arr)
-            rows = n if all_logits else (1 if i == len(parts) - 1 else 0)
-            dst = out[off:off + n] if all_logits else out
-            buf = ffi.from_buffer("float[]", dst, require_writable=True) if rows else ffi.NULL
-            if kind == "tokens":
-                check(lib.vlc_session_prefill(h, ffi.from_buffer("int32_t[]", arr), n, buf, rows))
-            else:
-                check(lib.vlc_session_prefill_embd(h, ffi.from_buffer("float[]", arr), n, arr.shape[1], buf, rows))
-            off += n
+        off = 0
+        with self._call() as h:
+            for i, (kind, arr) in enumerate(parts):
+                n = len(arr)
+                rows = n if all_logits else (1 if i == len(parts) - 1 else 0)
+                dst = out[off:off + n] if all_logits else out
+                buf = ffi.from_buffer("float[]", dst, require_writable=True) if rows else ffi.NULL
+                if kind == "tokens":
+                    check(lib.vlc_session_prefill(h, ffi.from_buffer("int32_t[]", arr), n, buf, rows))
+                else:
+                    check(lib.vlc_session_prefill_embd(h, ffi.from_buffer("float[]", arr), n, arr.shape[1], buf,
+                                                       rows))
+                off += n
         return out if all_logits else out[0]
 
     def _start_kv_stats(self, parts: list, total: int, kv_stats, p: float, window: int) -> None:
@@ -178,9 +188,9 @@ class Session(NativeObject):
             if isinstance(c, np.ndarray) and c.ndim == 2:
                 if not np.issubdtype(c.dtype, np.floating):
                     raise InvalidArgumentError(f"image embeddings must be float, got dtype {c.dtype}")
-                if c.shape[1] != self._model.n_embd:
+                if c.shape[1] != self.model.n_embd:
                     raise InvalidArgumentError(f"image embeddings have width {c.shape[1]}, the text model's "
-                                               f"n_embd is {self._model.n_embd}")
+                                               f"n_embd is {self.model.n_embd}")
                 c = np.ascontiguousarray(c, dtype=np.float32)
                 bad = np.argwhere(~np.isfinite(c))
                 if len(bad):
@@ -202,11 +212,12 @@ class Session(NativeObject):
     @property
     def image_spans(self) -> list[tuple[int, int]]:
         """(first position, length) of every image prefilled since the last reset, in order."""
-        h, p0, n = self._handle(), ffi.new("int32_t *"), ffi.new("int32_t *")
+        p0, n = ffi.new("int32_t *"), ffi.new("int32_t *")
         spans = []
-        for i in range(lib.vlc_session_n_images(h)):
-            check(lib.vlc_session_image_span(h, i, p0, n))
-            spans.append((p0[0], n[0]))
+        with self._call() as h:
+            for i in range(lib.vlc_session_n_images(h)):
+                check(lib.vlc_session_image_span(h, i, p0, n))
+                spans.append((p0[0], n[0]))
         return spans
 
     # ---- attention statistics
@@ -227,9 +238,9 @@ class Session(NativeObject):
         ``window_end``). ``enabled=False`` turns the statistics off and frees them;
         :meth:`reset` does too. Read them with :meth:`attn_stats`.
         """
-        h = self._handle()
         if not enabled:
-            check(lib.vlc_session_set_attn_stats(h, ffi.NULL))
+            with self._call() as h:
+                check(lib.vlc_session_set_attn_stats(h, ffi.NULL))
             return
         params = ffi.new("vlc_attn_stats_params *")
         lib.vlc_attn_stats_params_init(params)
@@ -243,7 +254,8 @@ class Session(NativeObject):
             raise InvalidArgumentError("window_end=0, expected a position > 0 or None (open)")
         params.p = float(p)
         params.h2o = 1 if h2o else 0
-        check(lib.vlc_session_set_attn_stats(h, params))
+        with self._call() as h:
+            check(lib.vlc_session_set_attn_stats(h, params))
 
     def attn_stats(self) -> dict:
         """The attention statistics gathered so far (see :meth:`set_attn_stats`), float64:
@@ -254,23 +266,24 @@ class Session(NativeObject):
         row / the last ``snapkv_window`` rows (None when not asked for; SnapKV before
         pooling), and ``rows`` the window rows gathered. Raises if the statistics are off.
         """
-        h = self._handle()
-        L, Hkv, n = self._model.n_layer, self._model.n_head_kv, self.n_past
-        sparsity = np.empty(L, dtype=np.float64)
-        check(lib.vlc_session_attn_sparsity(h, lib.VLC_ATTN_WINDOW, ffi.from_buffer("double[]", sparsity,
-                                                                                  require_writable=True), L))
+        with self._call() as h:
+            L, Hkv, n = self.model.n_layer, self.model.n_head_kv, self.n_past
+            sparsity = np.empty(L, dtype=np.float64)
+            check(lib.vlc_session_attn_sparsity(h, lib.VLC_ATTN_WINDOW, ffi.from_buffer("double[]", sparsity,
+                                                                                      require_writable=True), L))
 
-        def sums(set_):
-            if set_ != lib.VLC_ATTN_WINDOW and lib.vlc_session_attn_stats_rows(h, set_) < 0:
-                return None
-            out = np.zeros((L, Hkv, n), dtype=np.float64)
-            for il in range(L):
-                buf = ffi.from_buffer("double[]", out[il], require_writable=True) if n else ffi.NULL
-                check(lib.vlc_session_attn_scores(h, set_, il, buf, n))
-            return out
+            def sums(set_):
+                if set_ != lib.VLC_ATTN_WINDOW and lib.vlc_session_attn_stats_rows(h, set_) < 0:
+                    return None
+                out = np.zeros((L, Hkv, n), dtype=np.float64)
+                for il in range(L):
+                    buf = ffi.from_buffer("double[]", out[il], require_writable=True) if n else ffi.NULL
+                    check(lib.vlc_session_attn_scores(h, set_, il, buf, n))
+                return out
 
-        return {"sparsity": sparsity, "scores": sums(lib.VLC_ATTN_WINDOW), "h2o": sums(lib.VLC_ATTN_H2O),
-                "snapkv": sums(lib.VLC_ATTN_SNAPKV), "rows": lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW)}
+            return {"sparsity": sparsity, "scores": sums(lib.VLC_ATTN_WINDOW), "h2o": sums(lib.VLC_ATTN_H2O),
+                    "snapkv": sums(lib.VLC_ATTN_SNAPKV),
+                    "rows": lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW)}
 
     # ---- KV-cache compression
 
@@ -294,63 +307,65 @@ class Session(NativeObject):
         compress, and a compress before any prefill raise InvalidArgumentError and leave
         the session as it was.
         """
-        h = self._handle()
-        prm = kvcache.kv_params(policy, budget, decode_room=decode_room, **params)
-        L, Hkv = self._model.n_layer, self._model.n_head_kv
-        sparsity = None
-        if lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW) > 0:
-            sparsity = np.empty(L, dtype=np.float64)
-            check(lib.vlc_session_attn_sparsity(h, lib.VLC_ATTN_WINDOW,
-                                                ffi.from_buffer("double[]", sparsity, require_writable=True), L))
-        budgets = np.zeros(L, dtype=np.int32)
-        rep = ffi.new("vlc_compress_report *")
-        check(lib.vlc_session_compress(h, prm, ffi.from_buffer("int32_t[]", budgets, require_writable=True), rep))
-        m = rep.n_prompt
-        kept = [[pos[pos < m] for pos in (self.kv_positions(l, g) for g in range(Hkv))] for l in range(L)]
-        return kvcache.CompressReport(policy=policy, budget=float(budget), n_prompt=m, sparsity=sparsity,
-                                      layer_budgets=budgets.astype(np.int64), kept=kept,
-                                      kv_bytes_before=int(rep.kv_bytes_before), kv_bytes_after=int(rep.kv_bytes_after),
-                                      seconds=rep.seconds)
+        with self._call() as h:
+            prm = kvcache.kv_params(policy, budget, decode_room=decode_room, **params)
+            L, Hkv = self.model.n_layer, self.model.n_head_kv
+            sparsity = None
+            if lib.vlc_session_attn_stats_rows(h, lib.VLC_ATTN_WINDOW) > 0:
+                sparsity = np.empty(L, dtype=np.float64)
+                check(lib.vlc_session_attn_sparsity(h, lib.VLC_ATTN_WINDOW,
+                                                    ffi.from_buffer("double[]", sparsity, require_writable=True), L))
+            budgets = np.zeros(L, dtype=np.int32)
+            rep = ffi.new("vlc_compress_report *")
+            check(lib.vlc_session_compress(h, prm, ffi.from_buffer("int32_t[]", budgets, require_writable=True), rep))
+            m = rep.n_prompt
+            kept = [[pos[pos < m] for pos in (self.kv_positions(l, g) for g in range(Hkv))] for l in range(L)]
+            return kvcache.CompressReport(policy=policy, budget=float(budget), n_prompt=m, sparsity=sparsity,
+                                          layer_budgets=budgets.astype(np.int64), kept=kept,
+                                          kv_bytes_before=int(rep.kv_bytes_before),
+                                          kv_bytes_after=int(rep.kv_bytes_after),
+                                          seconds=rep.seconds)
 
     @property
     def compressed(self) -> bool:
         """True after :meth:`compress`, until :meth:`reset`."""
-        return bool(lib.vlc_session_is_compressed(self._handle()))
+        with self._call() as h:
+            return bool(lib.vlc_session_is_compressed(h))
 
     def kv_positions(self, layer: int, head: int) -> np.ndarray:
         """Original positions of the entries KV head ``head`` of ``layer`` holds (int32, ascending)."""
-        h = self._handle()
-        n = lib.vlc_session_kv_len(h, layer, head)
-        if n < 0:
-            raise InvalidArgumentError(f"layer {layer}, KV head {head}: expected 0 .. {self._model.n_layer - 1}, "
-                                       f"0 .. {self._model.n_head_kv - 1}")
-        out = np.empty(n, dtype=np.int32)
-        n_out = ffi.new("int32_t *")
-        check(lib.vlc_session_kv_positions(h, layer, head, ffi.from_buffer("int32_t[]", out, require_writable=True)
-                                           if n else ffi.NULL, n, n_out))
-        return out
+        with self._call() as h:
+            n = lib.vlc_session_kv_len(h, layer, head)
+            if n < 0:
+                raise InvalidArgumentError(f"layer {layer}, KV head {head}: expected 0 .. {self.model.n_layer - 1}, "
+                                           f"0 .. {self.model.n_head_kv - 1}")
+            out = np.empty(n, dtype=np.int32)
+            n_out = ffi.new("int32_t *")
+            check(lib.vlc_session_kv_positions(h, layer, head, ffi.from_buffer("int32_t[]", out, require_writable=True)
+                                               if n else ffi.NULL, n, n_out))
+            return out
 
     def kv_lengths(self) -> np.ndarray:
         """Entries each layer and KV head holds, int [n_layer, n_head_kv]."""
-        h = self._handle()
-        return np.array([[lib.vlc_session_kv_len(h, l, g) for g in range(self._model.n_head_kv)]
-                         for l in range(self._model.n_layer)], dtype=np.int64)
+        with self._call() as h:
+            return np.array([[lib.vlc_session_kv_len(h, l, g) for g in range(self.model.n_head_kv)]
+                             for l in range(self.model.n_layer)], dtype=np.int64)
 
     def clone(self) -> "Session":
         """A new session holding a copy of this one's state (KV cache, position, images, statistics)."""
         out = ffi.new("vlc_session **")
-        check(lib.vlc_session_clone(self._handle(), out))
-        s = Session.__new__(Session)
-        s._model, s._ptr = self._model, out[0]
-        s.n_vocab, s.kv_type, s.n_ctx = self.n_vocab, self.kv_type, self.n_ctx
-        self._model._sessions.add(s)
+        with self.model._call(), self._call() as h:  # the model cannot finish closing before s is its session
+            check(lib.vlc_session_clone(h, out))
+            s = Session.__new__(Session)
+            s._setup(self.model, out[0], self.kv_type)
         return s
 
     def decode(self, token_id: int) -> np.ndarray:
         """Runs one token at position ``n_past``; returns its logits ``[n_vocab]``."""
         token = int_arg("token_id", token_id)
         out = np.empty(self.n_vocab, dtype=np.float32)
-        check(lib.vlc_session_decode(self._handle(), token, ffi.from_buffer("float[]", out, require_writable=True)))
+        with self._call() as h:
+            check(lib.vlc_session_decode(h, token, ffi.from_buffer("float[]", out, require_writable=True)))
         return out
 
     def __repr__(self) -> str:
