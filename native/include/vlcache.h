@@ -10,6 +10,14 @@
 // (a binding that lets threads close handles, like the Python package, makes close wait
 // for the running calls and refuse new ones).
 //
+// Threads: a model changes nothing after vlc_model_load returns (metadata strings are
+// copied once, at load), so every function taking a const vlc_model * (info, metadata,
+// tokenizer, tensors, vision) may run from any number of threads at once, also beside
+// sessions of the model running in other threads; vlc_vision_encode runs one encode at a
+// time per model (it keeps its scratch, under an internal lock). Sessions of one model may
+// run in parallel threads, each session in one thread at a time (vlc_batch_decode takes all
+// of its sessions); a sampler likewise. vlc_last_error() is per thread.
+//
 // Every fallible call returns a vlc_status (0 ok, > 0 soft result, < 0 error) and writes
 // results through out-parameters; vlc_last_error() then holds a thread-local message that
 // names the function and the offending value. The library never exits or aborts on bad
@@ -242,7 +250,8 @@ VLC_API vlc_status vlc_model_load(const char * path, const vlc_model_params * pa
 VLC_API void       vlc_model_free(vlc_model * model);
 VLC_API void       vlc_model_get_info(const vlc_model * model, vlc_model_info * out);
 // A string metadata value of the model file (then of its mmproj), NUL-terminated, owned
-// by the model; NULL when the key is absent or not a string.
+// by the model: a copy made at load, the same pointer on every call, valid until the model
+// goes. NULL when the key is absent or not a string. Allocates nothing.
 VLC_API const char * vlc_model_meta_str(const vlc_model * model, const char * key);
 // A numeric metadata value or array (model file, then mmproj) converted to double: writes
 // up to cap elements and returns the element count (1 for a scalar), -1 when the key is

@@ -64,9 +64,37 @@ void vlc_model_params_init(vlc_model_params * p) {
     memset(p, 0, sizeof(*p));
 }
 
+// NUL-terminated copies of the string values of g's metadata, [g->n_kv] (NULL for the
+// other types): made once at load, so that reading metadata changes nothing.
+static vlc_status copy_meta_strs(const vlc_gguf * g, char *** out) {
+    char ** strs = calloc(g->n_kv > 0 ? (size_t) g->n_kv : 1, sizeof(char *));
+    VLC_CHECK(strs != NULL, VLC_STATUS_OOM, "cannot allocate %lld metadata strings", (long long) g->n_kv);
+    *out = strs;
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        const vlc_gguf_kv * kv = &g->kv[i];
+        if (kv->type != VLC_GGUF_STRING) {
+            continue;
+        }
+        strs[i] = malloc(kv->strs[0].len + 1);
+        VLC_CHECK(strs[i] != NULL, VLC_STATUS_OOM, "cannot copy metadata '%s' (%zu bytes)", kv->key,
+                  (size_t) kv->strs[0].len);
+        memcpy(strs[i], kv->strs[0].data, kv->strs[0].len);
+        strs[i][kv->strs[0].len] = '\0';
+    }
+    return VLC_STATUS_OK;
+}
+
+static void free_meta_strs(char ** strs, const vlc_gguf * g) {
+    for (int64_t i = 0; strs && i < g->n_kv; i++) {
+        free(strs[i]);
+    }
+    free(strs);
+}
+
 // Opens and binds everything a model needs; on failure the caller frees m.
 static vlc_status load_parts(vlc_model * m, const char * path, const vlc_model_params * p) {
     VLC_TRY(vlc_gguf_open(path, &m->gguf));
+    VLC_TRY(copy_meta_strs(m->gguf, &m->meta_strs));
     VLC_TRY(vlc_vocab_load(m->gguf, &m->vocab));
     if (m->vocab_only) {
         return VLC_STATUS_OK;
@@ -78,6 +106,7 @@ static vlc_status load_parts(vlc_model * m, const char * path, const vlc_model_p
     // the vision tower: from a llama.cpp mmproj file, or from our one-file LLaVA
     if (p->mmproj_path) {
         VLC_TRY(vlc_gguf_open(p->mmproj_path, &m->mmproj));
+        VLC_TRY(copy_meta_strs(m->mmproj, &m->mmproj_strs));
         return vlc_vision_load(m->mmproj, m->hp.n_embd, &m->vision);
     }
     if (vlc_gguf_find_kv(m->gguf, "clip.vision.image_size")) {
@@ -118,14 +147,12 @@ void vlc_model_free(vlc_model * m) {
         return;  // a session still runs on the weights; its vlc_session_free frees them
     }
     vlc_vision_free(m->vision);
+    free_meta_strs(m->mmproj_strs, m->mmproj);
     vlc_gguf_close(m->mmproj);
     vlc_text_model_free(m);
     vlc_vocab_free(m->vocab);
+    free_meta_strs(m->meta_strs, m->gguf);
     vlc_gguf_close(m->gguf);
-    for (int64_t i = 0; i < m->n_meta_cache; i++) {
-        free(m->meta_cache[i]);
-    }
-    free(m->meta_cache);
     free(m);
 }
 
@@ -181,26 +208,16 @@ int64_t vlc_model_meta_num(const vlc_model * m, const char * key, double * out, 
     return (int64_t) kv->n;
 }
 
-const char * vlc_model_meta_str(const vlc_model * m_const, const char * key) {
-    vlc_model * m = (vlc_model *) m_const;  // the cache is logically const (a memo)
-    const vlc_gguf_kv * kv = find_meta(m, key);
-    if (!kv || kv->type != VLC_GGUF_STRING) {
+const char * vlc_model_meta_str(const vlc_model * m, const char * key) {
+    if (!key) {
         return NULL;
     }
-    char * s = malloc(kv->strs[0].len + 1);
-    char ** cache = realloc(m->meta_cache, (size_t) (m->n_meta_cache + 1) * sizeof(char *));
-    if (!s || !cache) {
-        free(s);
-        if (cache) {
-            m->meta_cache = cache;
-        }
-        return NULL;
+    const vlc_gguf_kv * kv = vlc_gguf_find_kv(m->gguf, key);
+    if (kv) {
+        return kv->type == VLC_GGUF_STRING ? m->meta_strs[kv - m->gguf->kv] : NULL;
     }
-    memcpy(s, kv->strs[0].data, kv->strs[0].len);
-    s[kv->strs[0].len] = '\0';
-    m->meta_cache = cache;
-    m->meta_cache[m->n_meta_cache++] = s;
-    return s;
+    kv = m->mmproj ? vlc_gguf_find_kv(m->mmproj, key) : NULL;
+    return kv && kv->type == VLC_GGUF_STRING ? m->mmproj_strs[kv - m->mmproj->kv] : NULL;
 }
 
 vlc_status vlc_model_tensor_f32(const vlc_model * m, const char * name, float * out, int64_t n) {

@@ -48,8 +48,8 @@ struct vlc_model {
     vlc_layer * layers;       // [L]
     vlc_gguf *  mmproj;       // llama.cpp mmproj file, when the vision tower comes from one
     vlc_vision * vision;      // NULL for a text-only model
-    char **     meta_cache;   // NUL-terminated copies handed out by vlc_model_meta_str
-    int64_t     n_meta_cache;
+    char **     meta_strs;    // [gguf->n_kv] NUL-terminated copies of the string values (else NULL),
+    char **     mmproj_strs;  // [mmproj->n_kv] likewise; made at load, read by vlc_model_meta_str
 };
 
 // model.c: VLC_STATUS_UNSUPPORTED unless type is one we run, VLC_STATUS_FORMAT unless

@@ -3,7 +3,9 @@
 // sessions still decode (the same logits as before), and the last session out frees the
 // weights; clones count too. Then threads: each thread runs sessions of one shared model
 // (create, prefill, decode, free) while the main thread has dropped its reference, so the
-// model goes with whichever session is freed last.
+// model goes with whichever session is freed last. Last, readers: threads read metadata,
+// info, the tokenizer and tensors of one model while a session decodes on it; every answer
+// must equal the first one (the metadata string the very same pointer: copied at load).
 #include "vlcache.h"
 
 #include <pthread.h>
@@ -227,10 +229,89 @@ static void test_threads_share_a_model(const char * path) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// readers
+
+typedef struct reader {
+    const vlc_model * m;
+    const char *      name;  // vlc_model_meta_str(m, "general.name") in the main thread
+    vlc_model_info    info;
+    int32_t           ids[16], n_ids;  // "t5 t17" tokenized in the main thread
+    int               fails;
+} reader;
+
+static void * reader_main(void * arg) {
+    reader * r = arg;
+    for (int it = 0; it < 2000; it++) {
+        const char * name = vlc_model_meta_str(r->m, "general.name");
+        r->fails += name != r->name || strcmp(name, "lifetime-test") != 0;
+        r->fails += vlc_model_meta_str(r->m, "llama.block_count") != NULL;  // not a string
+        double  ctx = 0;
+        r->fails += vlc_model_meta_num(r->m, "llama.context_length", &ctx, 1) != 1 || ctx != 256;
+        vlc_model_info info;
+        vlc_model_get_info(r->m, &info);
+        r->fails += memcmp(&info, &r->info, sizeof(info)) != 0;
+        int32_t ids[16], n = 0;
+        r->fails += vlc_tokenize(r->m, "t5 t17", 6, 1, 0, ids, 16, &n) != VLC_STATUS_OK || n != r->n_ids ||
+                    memcmp(ids, r->ids, sizeof(int32_t) * (size_t) n) != 0;
+        const int32_t pieces[] = { 1, 5, 17, 2 };
+        char          text[64];
+        int32_t       n_text = 0;
+        r->fails += vlc_detokenize(r->m, pieces, 4, 1, 0, text, sizeof(text), &n_text) != VLC_STATUS_OK ||
+                    n_text != 5 || memcmp(text, "t5t17", 5) != 0;
+        float norm[C];
+        r->fails += vlc_model_tensor_f32(r->m, "output_norm.weight", norm, C) != VLC_STATUS_OK || norm[C - 1] != 1.0f;
+    }
+    return NULL;
+}
+
+static void * decoder_main(void * arg) {
+    vlc_session * s = arg;
+    for (int r = 0; r < 4; r++) {
+        float got[STEPS + 1][V];
+        vlc_session_reset(s);
+        run(s, got);
+        CHECK(memcmp(got, g_want, sizeof(got)) == 0, "a session beside the readers computes other logits");
+    }
+    return NULL;
+}
+
+static void test_readers_from_threads(const char * path) {
+    vlc_model * m = NULL;
+    CHECK(vlc_model_load(path, NULL, &m) == VLC_STATUS_OK, "load: %s", vlc_last_error());
+    if (!m) {
+        return;
+    }
+    vlc_session_params sp;
+    vlc_session_params_init(&sp);
+    sp.n_ctx     = 64;
+    sp.n_threads = 1;
+    vlc_session * s = NULL;
+    CHECK(vlc_session_create(m, &sp, &s) == VLC_STATUS_OK, "create");
+    reader    rs[N_THREADS];
+    pthread_t th[N_THREADS + 1];
+    for (int i = 0; i < N_THREADS; i++) {
+        rs[i] = (reader) { .m = m, .name = vlc_model_meta_str(m, "general.name") };
+        vlc_model_get_info(m, &rs[i].info);
+        CHECK(vlc_tokenize(m, "t5 t17", 6, 1, 0, rs[i].ids, 16, &rs[i].n_ids) == VLC_STATUS_OK, "tokenize");
+        pthread_create(&th[i], NULL, reader_main, &rs[i]);
+    }
+    pthread_create(&th[N_THREADS], NULL, decoder_main, s);
+    for (int i = 0; i <= N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        CHECK(rs[i].fails == 0, "reader %d: %d answers differ from the first", i, rs[i].fails);
+    }
+    vlc_session_free(s);
+    vlc_model_free(m);
+}
+
 int main(void) {
     const char * path = write_model();
     test_model_freed_before_its_sessions(path);
     test_threads_share_a_model(path);
+    test_readers_from_threads(path);
     unlink(path);
     if (g_fail) {
         fprintf(stderr, "test_lifetime: %d failures\n", g_fail);
