@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from ._ffi import ffi
 from .errors import ClosedError
@@ -98,3 +98,11 @@ class NativeObject:
         if self._ptr == ffi.NULL:
             raise ClosedError(f"the {self._kind} is closed")
         return self._ptr
+
+
+@contextmanager
+def held(objects):
+    """The handles of several objects (a model and a session, the sessions of a batch), each
+    held open for the block as by ``_call()``; ClosedError if any is closed."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(o._call()) for o in objects]

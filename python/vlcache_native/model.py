@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ import numpy as np
 
 from ._ffi import ffi, lib
 from . import chat as _chat
-from ._native import NativeObject
+from ._native import NativeObject, held
 from .errors import (ClosedError, ContextFullError, InvalidArgumentError, InvalidTypeError, ModelIOError, check,
                      checked_arguments, float_arg, int_arg, utf8_arg)
 from . import kvcache
@@ -401,8 +400,8 @@ class Model(NativeObject):
             if not isinstance(s, Session) or s.model is not self:
                 raise InvalidArgumentError(f"session {i} is not a session of this model")
         out = np.empty((len(sessions), self.n_vocab), dtype=np.float32)
-        with contextlib.ExitStack() as held:  # every session stays open for the step
-            handles = ffi.new("vlc_session *[]", [held.enter_context(s._call()) for s in sessions])
+        with held(sessions) as hs:  # every session stays open for the step
+            handles = ffi.new("vlc_session *[]", hs)
             check(lib.vlc_batch_decode(handles, ffi.new("int32_t[]", ids), len(ids),
                                        ffi.from_buffer("float[]", out, require_writable=True)))
         return out
@@ -562,12 +561,12 @@ class Generation:
             if not isinstance(c, np.ndarray) or c.ndim == 1:  # text tokens feed the repetition penalty
                 for t in c:
                     lib.vlc_sampler_accept(self.sampler, int(t))
-        parts = sess._parts(self.chunks)
-        if self.kv is not None:
+        if self.kv is None:
+            self._pending = sess.prompt_pieces(self.chunks)
+        else:
             _, policy, _, stats_params = self.kv
-            sess._start_kv_stats(parts, sum(len(a) for _, a in parts), policy, stats_params.get("p", 0.01),
-                                 stats_params.get("window", 32))
-        self._pending = [a for _, a in parts]
+            self._pending = sess.prompt_pieces(self.chunks, kv_stats=policy, p=stats_params.get("p", 0.01),
+                                               window=stats_params.get("window", 32))
 
     def advance(self, max_rows: int | None) -> np.ndarray | None:
         """Prefills the next piece: at most ``max_rows`` prompt positions of text, or one

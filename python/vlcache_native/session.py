@@ -8,7 +8,7 @@ import numpy as np
 
 from . import kvcache
 from ._ffi import ffi, lib
-from ._native import NativeObject
+from ._native import NativeObject, held
 from .errors import ContextFullError, InvalidArgumentError, check, int_arg
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Session(NativeObject):
         params.n_threads = n_threads or 0
         params.type_kv = KV_TYPES[kv_type]
         out = ffi.new("vlc_session **")
-        with model._call() as mh:  # registered before the model can finish closing
+        with held([model]) as (mh,):  # registered before the model can finish closing
             check(lib.vlc_session_create(mh, params, out))
             self._setup(model, out[0], kv_type)
 
@@ -157,6 +157,16 @@ class Session(NativeObject):
                                                        rows))
                 off += n
         return out if all_logits else out[0]
+
+    def prompt_pieces(self, chunks, *, kv_stats=None, p: float = 0.01, window: int = 32) -> list[np.ndarray]:
+        """The prompt ``chunks`` (as :meth:`prefill` takes them) checked and normalised into
+        pieces, int32 ids ``[n]`` or float32 embeddings ``[n, n_embd]``, for a caller that
+        prefills them a piece at a time; with ``kv_stats`` (as in :meth:`prefill`) the
+        statistics are turned on over the whole prompt first."""
+        parts = self._parts(chunks)
+        if kv_stats is not None and kv_stats is not False:
+            self._start_kv_stats(parts, sum(len(a) for _, a in parts), kv_stats, p, window)
+        return [a for _, a in parts]
 
     def _start_kv_stats(self, parts: list, total: int, kv_stats, p: float, window: int) -> None:
         """Turns on the statistics sets kv_stats asks for, over the rows of this prefill."""
@@ -354,7 +364,7 @@ class Session(NativeObject):
     def clone(self) -> "Session":
         """A new session holding a copy of this one's state (KV cache, position, images, statistics)."""
         out = ffi.new("vlc_session **")
-        with self.model._call(), self._call() as h:  # the model cannot finish closing before s is its session
+        with held([self.model, self]) as (_, h):  # the model cannot finish closing before s is its session
             check(lib.vlc_session_clone(h, out))
             s = Session.__new__(Session)
             s._setup(self.model, out[0], self.kv_type)
