@@ -180,3 +180,15 @@ def test_close_is_idempotent_from_many_threads(tiny_gguf):
     for t in ths:
         t.join()
     assert all("closed" in repr(x) for x in ss + [m])
+
+
+def test_closing_the_model_ends_a_stream_with_closed_error(tiny_gguf):
+    m = vc.Model(tiny_gguf, n_ctx=64, n_threads=1)
+    stream = m.generate([1, 40, 41], max_tokens=30, stream=True)
+    next(stream)
+    m.close()            # the stream's session is the model's: closed with it
+    with pytest.raises(vc.ClosedError, match="session is closed"):
+        for _ in stream:
+            pass
+    with pytest.raises(vc.ClosedError, match="model is closed"):
+        m.generate([1, 2], max_tokens=2)
