@@ -44,6 +44,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT = dict(hidden=256, layers=6, heads=4, kv_heads=2, ff=704, ctx=1024)
 VISION = dict(image=W.IMAGE_SIZE, patch=16, hidden=128, layers=5, heads=4, ff=512)  # layer -2 is used
 N_IMAGE_TOKENS = (VISION["image"] // VISION["patch"]) ** 2
+_CENTRE = (np.arange(VISION["image"] // VISION["patch"]) * VISION["patch"] + VISION["patch"] // 2) // W.CELL
+PATCH_CELL = (_CENTRE[:, None] * W.GRID + _CENTRE[None, :]).reshape(-1)  # the grid cell of each patch
 VOCAB = 512
 
 
@@ -125,9 +127,7 @@ class Rows:
         self.tower = model.model.vision_tower
         self.projector = model.model.multi_modal_projector
         self.head = torch.nn.Linear(VISION["hidden"], sum(self.CLASSES))
-        g = VISION["image"] // VISION["patch"]
-        centre = (np.arange(g) * VISION["patch"] + VISION["patch"] // 2) // W.CELL
-        self.patch_cell = (centre[:, None] * W.GRID + centre[None, :]).reshape(-1)  # [36] cell of each patch
+        self.patch_cell = PATCH_CELL
         self.words = {w: torch.tensor(tok.encode(w, add_special_tokens=False))
                       for w in W.SHAPES + tuple(W.COLOURS) + W.SIZES + W.PLACES}
 
@@ -249,26 +249,39 @@ class Encoder:
 
 def conversation(rng: random.Random, n_pictures: int, turns: int, max_objects: int = 5):
     """Training data: ``turns`` distinct questions about ``n_pictures`` new scenes of 1 to
-    ``max_objects`` objects each: (scenes, header, qa). Many questions per picture give the
-    language model several answers to learn from for each picture it reads (the held-out
-    and evaluation sets ask one or two)."""
+    ``max_objects`` objects each: (scenes, header, qa, looks). looks[i] lists the (picture,
+    cell) pairs answer i is read from (the object asked about; every object of the shape
+    counted; every object described), empty when no object answers it. Many questions per
+    picture give the language model several answers to learn from for each picture it reads
+    (the held-out and evaluation sets ask one or two)."""
     scenes = [W.make_scene(rng, rng.randint(1, max_objects)) for _ in range(n_pictures)]
     kinds = W.SINGLE_KINDS if n_pictures == 1 else W.MULTI_KINDS
-    qa, asked = [], set()
+    qa, looks, asked = [], [], set()
     for _ in range(4 * turns):
         kd = rng.choice(kinds)
         if n_pictures == 1:
-            q, a, _ = W.single_question(rng, scenes[0], kd)
+            q, a, o = W.single_question(rng, scenes[0], kd)
+            pic = 1
         else:
-            q, a, _, _ = W.multi_question(rng, scenes, kd)
-        if q not in asked:
-            asked.add(q)
-            qa.append((q, a))
+            q, a, o, pic = W.multi_question(rng, scenes, kd)
+        if q in asked:
+            continue
+        asked.add(q)
+        qa.append((q, a))
+        objs = scenes[pic - 1].objects
+        if o is not None:
+            look = [o]
+        elif q.lower().rstrip(".").endswith(("describe the picture", f"describe picture {pic}")):
+            look = objs
+        else:  # a count (or "no, there is no ..."): every object of the shape asked about
+            shape = next((s for s in W.SHAPES if W.PLURAL[s] in q), None)
+            look = [ob for ob in objs if ob.shape == shape]
+        looks.append([(pic - 1, ob.cell) for ob in look])
         if len(qa) == turns:
             break
     header = W.IMAGE + "\n" if n_pictures == 1 else "".join(
         f"Picture {i + 1}: {W.IMAGE}\n" for i in range(n_pictures))
-    return scenes, header, qa
+    return scenes, header, qa, looks
 
 
 def max_objects_at(step: int, few_objects: tuple) -> int:
@@ -283,15 +296,21 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
     the one-picture curriculum) or 2-8 pictures, until ``tokens`` tokens. Returns (groups,
     scenes): the conversations padded into groups of similar length (one-picture, 2-4 and
     5-8 pictures, so little compute goes to padding), each group a dict of input_ids,
-    attention_mask, labels and ``pictures`` (indices into ``scenes``, in image order)."""
+    attention_mask, labels, ``pictures`` (indices into ``scenes``, in image order) and
+    ``route``: (row, positions whose next token is an answer's, the image rows that answer
+    is read from) for route_loss."""
     import torch
     rng = random.Random(seed * 1_000_003 + step)
     scenes, convs = [], []
     while sum(len(c[0]) for c in convs) < tokens and len(convs) < 48:
         n_pic = 1 if step < one_picture_steps or rng.random() < 0.4 else rng.randint(2, 8)
-        sc, header, qa = conversation(rng, n_pic, rng.randint(3, 12), max_objects_at(step, few_objects))
-        ids, lab = enc.turns(header, qa)
-        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic))))
+        sc, header, qa, looks = conversation(rng, n_pic, rng.randint(3, 12), max_objects_at(step, few_objects))
+        spans = []
+        ids, lab = enc.turns(header, qa, spans)
+        img = np.flatnonzero(np.array(ids) == enc.image_id).reshape(n_pic, N_IMAGE_TOKENS)
+        route = [(list(range(a - 1, b - 1)), [int(p) for pic, cell in look for p in img[pic][PATCH_CELL == cell]])
+                 for (a, b), look in zip(spans, looks) if look]
+        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic)), route))
         scenes += sc
     groups = []
     for lo, hi in ((1, 1), (2, 4), (5, 8)):
@@ -302,13 +321,61 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         ids = torch.full((len(rows), T), enc.eos, dtype=torch.long)
         lab = torch.full((len(rows), T), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, (a, b, _) in enumerate(rows):
+        for i, (a, b, _, _) in enumerate(rows):
             ids[i, :len(a)] = torch.tensor(a)
             lab[i, :len(b)] = torch.tensor(b)
             mask[i, :len(a)] = 1
         groups.append(dict(input_ids=ids, attention_mask=mask, labels=lab,
-                           pictures=[p for r in rows for p in r[2]]))
+                           pictures=[p for r in rows for p in r[2]],
+                           route=[(i, q, k) for i, r in enumerate(rows) for q, k in r[3]]))
     return groups, scenes
+
+
+# The attention heads the routing loss supervises: (layer, head).
+ROUTE_HEADS = ((3, 0), (4, 1))
+
+
+class Router:
+    """Training-only: the supervised heads (ROUTE_HEADS) should put their attention, at the
+    positions that predict an answer's tokens, on the image rows of the objects the answer
+    is about (route_loss: the mean of -log of that attention mass). With teacher rows the
+    language model learns to copy a picture's words as soon as pictures hold one object;
+    finding the right object among several, from the question's words, is what it learns
+    slowly (runs 6-8), so that is what this supervises. Only those two heads' scores are
+    recomputed, from their layers' inputs (kept by a forward hook), so the rest of the model
+    keeps its fast attention."""
+
+    def __init__(self, model):
+        self.seen = {}
+        for layer, _ in ROUTE_HEADS:
+            attn = model.model.language_model.layers[layer].self_attn
+            attn.register_forward_hook(self._keep(layer), with_kwargs=True)
+
+    def _keep(self, layer):
+        def hook(module, args, kwargs, output):
+            h = args[0] if args else kwargs["hidden_states"]
+            self.seen[layer] = (module, h, kwargs["position_embeddings"])
+        return hook
+
+    def loss(self, route):
+        """route_loss for the last forward: route is [(row, query positions, key positions)]."""
+        import torch
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+        total, n = 0.0, 0
+        for layer, head in ROUTE_HEADS:
+            attn, h, (cos, sin) = self.seen[layer]
+            T, d = h.shape[1], attn.head_dim
+            q = attn.q_proj(h).view(h.shape[0], T, -1, d)[:, :, head].unsqueeze(1)
+            k = attn.k_proj(h).view(h.shape[0], T, -1, d)[:, :, head // attn.num_key_value_groups].unsqueeze(1)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            for b, qpos, kpos in route:
+                qi = torch.tensor(qpos)
+                s = (q[b, 0, qi] @ k[b, 0].T) * attn.scaling
+                s = s.masked_fill(torch.arange(T)[None, :] > qi[:, None], float("-inf"))
+                mass = s.softmax(-1)[:, kpos].sum(-1)
+                total = total - torch.log(mass + 1e-6).mean()
+                n += 1
+        return total / max(n, 1)
 
 
 def vision_share(step: int, teacher_steps: int, anneal_steps: int) -> float:
@@ -336,13 +403,13 @@ def content_ids(tok) -> list:
     return sorted(ids - {tok.convert_tokens_to_ids("\u2581"), tok.unk_token_id})
 
 
-def lm_loss(model, enc: Encoder, groups, rows, weights):
+def lm_loss(model, enc: Encoder, groups, rows, weights, router=None):
     """Weighted mean cross-entropy of the answer tokens over every group (rows: every
     picture's; weights: per vocabulary id). Weighting the content words (content_ids) above
     the wording speeds up the learning of what has to be read from the context: the wording
-    is learned within a few hundred steps either way."""
+    is learned within a few hundred steps either way. Returns (loss, route_loss or 0)."""
     import torch.nn.functional as F
-    total, n = 0.0, 0.0
+    total, n, route = 0.0, 0.0, 0.0
     for g in groups:
         emb = embed_with_rows(model, enc, g["input_ids"], rows[g["pictures"]])
         h = model.model.language_model(inputs_embeds=emb, attention_mask=g["attention_mask"]).last_hidden_state
@@ -352,7 +419,9 @@ def lm_loss(model, enc: Encoder, groups, rows, weights):
         w = weights[lab.clamp(min=0)] * (lab != -100)
         total = total + (ce * w).sum()
         n += float(w.sum())
-    return total / max(n, 1.0)
+        if router is not None and g["route"]:
+            route = route + router.loss(g["route"]) / len(groups)
+    return total / max(n, 1.0), route
 
 
 def heldout(seed: int, n: int):
@@ -422,6 +491,7 @@ def train(args) -> Path:
     model = build_model(tok, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     rows = Rows(model, tok)
+    router = Router(model) if args.route > 0 else None
     # Two gradient clips: the vision losses' gradients are far larger than the language
     # model's, and one global clip would scale the language model's updates down with them.
     lm_params = list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
@@ -463,18 +533,18 @@ def train(args) -> Path:
         share = vision_share(step, args.teacher_steps, args.anneal_steps)
         pick = random.Random(args.seed * 7_000_003 + step)
         use_vis = torch.tensor([pick.random() < share for _ in scenes]).view(-1, 1, 1)
-        loss = lm_loss(model, enc, groups, torch.where(use_vis, vis, teach), weights)
+        loss, route = lm_loss(model, enc, groups, torch.where(use_vis, vis, teach), weights, router)
         vloss, probe, dist = rows.loss(scenes, feat, vis, teach)
         opt.zero_grad(set_to_none=True)
-        (loss + vloss).backward()
+        (loss + vloss + args.route * route).backward()
         lm_norm = float(torch.nn.utils.clip_grad_norm_(lm_params, 1.0))
         vision_norm = float(torch.nn.utils.clip_grad_norm_(vision_params, 1.0))
         opt.step()
         step += 1
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         bar.update(1)
-        bar.set_postfix(loss=f"{ema:.4f}", gn=f"{lm_norm:.2f}/{vision_norm:.1f}", probe=f"{probe:.2f}", dist=f"{dist:.3f}", vis=f"{share:.2f}")
-        entry = {"step": step, "loss": round(loss.item(), 5), "vision": round(vloss.item(), 5),
+        bar.set_postfix(loss=f"{ema:.4f}", route=f"{float(route):.2f}", gn=f"{lm_norm:.2f}/{vision_norm:.1f}", probe=f"{probe:.2f}", dist=f"{dist:.3f}", vis=f"{share:.2f}")
+        entry = {"step": step, "loss": round(loss.item(), 5), "route": round(float(route), 5), "vision": round(vloss.item(), 5),
                  "probe": round(probe, 4), "distill": round(dist, 4), "share": share, "s": round(time.time() - t0, 1)}
         if step % args.eval_every == 0 or step == args.steps:
             entry["heldout"] = evaluate(model, enc, exs)
@@ -527,6 +597,8 @@ def main(argv=None) -> int:
                     help="steps in which the language model reads the teacher rows only (Rows)")
     ap.add_argument("--anneal-steps", type=int, default=600,
                     help="steps over which it moves from the teacher rows to the projector's")
+    ap.add_argument("--route", type=float, default=1.0,
+                    help="weight of the training-only loss that supervises where ROUTE_HEADS attend (Router)")
     ap.add_argument("--content-weight", type=float, default=4.0,
                     help="loss weight of an answer's content words against its wording (content_ids)")
     ap.add_argument("--threads", type=int, default=2)
