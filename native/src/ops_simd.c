@@ -29,6 +29,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define VLC_SIMD_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define VLC_SIMD_X86 0
@@ -39,14 +40,22 @@
 
 static int g_level = -1;  // -1: not decided yet
 
+#if VLC_SIMD_X86
+// F16C from CPUID leaf 1 (ECX bit 29): clang before 16 knows no "f16c" for
+// __builtin_cpu_supports and refuses to compile it.
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 int vlc_simd_supported(int level) {
     if (level == VLC_SIMD_OFF) {
         return 1;
     }
 #if VLC_SIMD_X86
     __builtin_cpu_init();
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                     __builtin_cpu_supports("f16c");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     if (level == VLC_SIMD_AVX2) {
         return avx2;
     }
