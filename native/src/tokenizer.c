@@ -9,7 +9,8 @@
 //   2. every text fragment gets "▁" prepended when add_space_prefix (HF applies the
 //      Prepend normalizer to every fragment between added tokens; llama.cpp does the same
 //      through is_prev_special) and each ' ' becomes "▁" (U+2581);
-//   3. the fragment is split into UTF-8 characters and adjacent symbols are merged,
+//   3. the fragment is split into UTF-8 characters (in text that is not UTF-8, a lead byte
+//      without its continuation bytes is a symbol alone) and adjacent symbols are merged,
 //      highest vocab score first (ties: leftmost), while the concatenation is a token;
 //   4. every final symbol is its token, or one <0xNN> byte token per byte.
 // Detokenize follows HF decode: BOS dropped when remove_special, control tokens empty
@@ -591,9 +592,13 @@ static vlc_status spm_fragment(const vlc_vocab * v, spm_scratch * s, const char 
     spm_symbol * sym = s->sym;
     int32_t n_sym = 0;
     for (size_t off = 0; off < m;) {
+        // a lead byte takes only the continuation bytes that follow it: in text that is not
+        // UTF-8 it must not swallow the next character (e.g. the first byte of a "▁")
         int32_t cl = utf8_len((uint8_t) s->esc[off]);
-        if ((size_t) cl > m - off) {
-            cl = (int32_t) (m - off);
+        for (int32_t j = 1; j < cl; j++) {
+            if (off + (size_t) j >= m || ((uint8_t) s->esc[off + (size_t) j] & 0xC0) != 0x80) {
+                cl = j;
+            }
         }
         sym[n_sym] = (spm_symbol) { n_sym - 1, -1, s->esc + off, cl };
         if (n_sym > 0) {

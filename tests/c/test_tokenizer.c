@@ -222,6 +222,24 @@ static void test_tokenize(const vlc_vocab * v) {
           out[0] == T_SPA && out[1] == 4 && out[2] == T_B);
 }
 
+// Text that is not UTF-8: a lead byte without its continuation bytes is one byte token
+// and leaves the next character alone, so the text comes back byte for byte (a stray 0xC3
+// before a space used to take the first byte of its "▁": bytes E2 96 81 came back).
+static void test_invalid_utf8(const vlc_vocab * v) {
+    CHECK(tok_eq(v, "\xC3 a", 0, 0, IDS(T_SP, 4 + 0xC3, T_SPA)));
+    CHECK(tok_eq(v, "a\xE2\x96 b", 0, 0, IDS(T_SPA, 4 + 0xE2, 4 + 0x96, T_SPB)));
+    CHECK(tok_eq(v, "\xF0\xC3\xA9", 0, 0, IDS(T_SP, 4 + 0xF0, 4 + 0xC3, 4 + 0xA9)));
+    static const char * const texts[] = { "\xC3 a", " \xC3\xA9\xC3 \xC3\xA9", "\xE2\x96 \xE2\x96", "b\xF4\x80 c" };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        int32_t ids[64], n = 0, n_out = 0;
+        char    out[64];
+        const size_t len = strlen(texts[i]);
+        CHECK(vlc_vocab_tokenize(v, texts[i], len, 1, 0, ids, 64, &n) == VLC_STATUS_OK);
+        CHECK(vlc_vocab_detokenize(v, ids, n, 1, 0, out, 64, &n_out) == VLC_STATUS_OK);
+        CHECK((size_t) n_out == len && memcmp(out, texts[i], len) == 0);
+    }
+}
+
 static void test_buffers(const vlc_vocab * v) {
     int32_t out[2] = { -7, -7 };
     int32_t n = -1;
@@ -367,6 +385,7 @@ int main(void) {
     CHECK(st == VLC_STATUS_OK);
     if (st == VLC_STATUS_OK) {
         test_tokenize(v);
+        test_invalid_utf8(v);
         test_buffers(v);
         test_pieces(v);
         test_detokenize(v);
