@@ -569,9 +569,29 @@ def train(args) -> Path:
     return hf
 
 
+def save_checkpoint_as_hf(out: Path) -> None:
+    """OUT/ckpt.pt's weights as a Hugging Face checkpoint in OUT/hf (beside the tokenizer),
+    so that a run stopped midway (--stop-at) can be exported and evaluated too."""
+    import torch
+    from transformers import AutoTokenizer
+    hf = out / "hf"
+    tok = AutoTokenizer.from_pretrained(str(hf))
+    model = build_model(tok, 0)
+    state = torch.load(out / "ckpt.pt", weights_only=False)
+    model.load_state_dict(state["model"])
+    model.save_pretrained(str(hf), safe_serialization=True)
+    proc, ip = processor(tok)
+    proc.save_pretrained(str(hf))
+    ip.save_pretrained(str(hf))
+    print(f"{hf}: the weights of step {state['step']}")
+
+
 def export(args) -> Path:
-    """OUT/hf -> F32 GGUF -> Q8_0 GGUF (text and vision weights) at --export."""
+    """OUT/hf (the checkpoint's latest weights) -> F32 GGUF -> Q8_0 GGUF (text and vision
+    weights) at --export."""
     from vlcache_native import convert, quantize
+    if (Path(args.out) / "ckpt.pt").is_file():
+        save_checkpoint_as_hf(Path(args.out))
     dst = Path(args.export)
     dst.parent.mkdir(parents=True, exist_ok=True)
     f32 = Path(args.out) / "model-f32.gguf"
