@@ -556,6 +556,13 @@ def train(args) -> Path:
         log.append(entry)
         if step % args.save_every == 0 or step == stop:
             save()
+        if "heldout" in entry:
+            score = float(np.mean(list(entry["heldout"].values())))
+            best = max((e.get("best", -1.0) for e in log), default=-1.0)
+            if score > best:  # the held-out accuracy moves a lot from one evaluation to the next
+                entry["best"] = score
+                save()
+                shutil.copy(ckpt, out / "best.pt")
     bar.close()
     if step < args.steps:
         print(f"stopped at step {step} (--stop-at); run again to resume")
@@ -569,15 +576,16 @@ def train(args) -> Path:
     return hf
 
 
-def save_checkpoint_as_hf(out: Path) -> None:
-    """OUT/ckpt.pt's weights as a Hugging Face checkpoint in OUT/hf (beside the tokenizer),
-    so that a run stopped midway (--stop-at) can be exported and evaluated too."""
+def save_checkpoint_as_hf(out: Path, name: str = "ckpt.pt") -> None:
+    """OUT/NAME's weights (ckpt.pt: the latest; best.pt: the best held-out accuracy) as a
+    Hugging Face checkpoint in OUT/hf (beside the tokenizer), so that a run stopped midway
+    (--stop-at) can be exported and evaluated too."""
     import torch
     from transformers import AutoTokenizer
     hf = out / "hf"
     tok = AutoTokenizer.from_pretrained(str(hf))
     model = build_model(tok, 0)
-    state = torch.load(out / "ckpt.pt", weights_only=False)
+    state = torch.load(out / name, weights_only=False)
     model.load_state_dict(state["model"])
     model.save_pretrained(str(hf), safe_serialization=True)
     proc, ip = processor(tok)
@@ -590,8 +598,8 @@ def export(args) -> Path:
     """OUT/hf (the checkpoint's latest weights) -> F32 GGUF -> Q8_0 GGUF (text and vision
     weights) at --export."""
     from vlcache_native import convert, quantize
-    if (Path(args.out) / "ckpt.pt").is_file():
-        save_checkpoint_as_hf(Path(args.out))
+    if (Path(args.out) / args.export_from).is_file():
+        save_checkpoint_as_hf(Path(args.out), args.export_from)
     dst = Path(args.export)
     dst.parent.mkdir(parents=True, exist_ok=True)
     f32 = Path(args.out) / "model-f32.gguf"
@@ -627,6 +635,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--export", default=None, help="write the trained model as a GGUF here (no training)")
     ap.add_argument("--export-type", default="Q8_0")
+    ap.add_argument("--export-from", default="ckpt.pt", choices=["ckpt.pt", "best.pt"],
+                    help="the latest weights or those of the best held-out evaluation")
     args = ap.parse_args(argv)
     if args.export:
         export(args)
