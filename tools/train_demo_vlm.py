@@ -7,8 +7,12 @@ runtime and tools/convert_hf_to_gguf.py converts it. The tokenizer is a Sentence
 trained on the world's text (Llama's options: byte fallback, split digits, dummy prefix) plus
 ``<image>`` as an added special token.
 
-    python tools/train_demo_vlm.py --out demo-train --steps 2000 --seed 0     # trains (resumes)
+    python tools/train_demo_vlm.py --out demo-train --seed 0 [recipe flags]   # trains (resumes)
     python tools/train_demo_vlm.py --out demo-train --export models/shapes-llava-q8_0.gguf
+
+models/README.md gives the runs so far, their flags and what each learned. The ``Rows`` and
+``Router`` docstrings say why the training-only parts (teacher rows, probe, routing and
+read-out losses) are there; none of them is in the exported model.
 
 Training is deterministic in --seed: the data of step s comes from Random(seed, s), so a run
 stopped at any point and resumed (the default, from OUT/ckpt.pt, saved every --save-every
