@@ -51,7 +51,8 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # The largest encoded image read from a file or bytes (decoding is also capped by Pillow's
-# decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS, which is kept).
+# decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS, which is kept and enforced: an
+# image over it is refused, not only warned about as Pillow does up to twice the limit).
 MAX_IMAGE_BYTES = 256 << 20
 
 # LlavaNextImageProcessor's default candidate resolutions, (height, width).
@@ -110,7 +111,14 @@ def _array_to_rgb(array: np.ndarray) -> PIL.Image.Image:
 def _decode(data, source: str) -> PIL.Image.Image:
     """Open and fully decode an encoded image (file object), then apply its EXIF orientation."""
     try:
-        image = PIL.Image.open(data)
+        image = PIL.Image.open(data)  # reads the header only
+        # Pillow only warns between 1x and 2x its bomb limit and decodes anyway (a 142-byte
+        # TIFF of 2 x 50M pixels took 2 GB): the limit is refused here, before decoding
+        limit = PIL.Image.MAX_IMAGE_PIXELS
+        if limit and image.width * image.height > limit:
+            raise PIL.Image.DecompressionBombError(
+                f"{image.width}x{image.height} = {image.width * image.height} pixels, more than "
+                f"PIL.Image.MAX_IMAGE_PIXELS = {limit}")
         image.load()
         return PIL.ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError, PIL.Image.DecompressionBombError) as e:

@@ -333,6 +333,26 @@ def test_image_size_cap(tmp_path, monkeypatch):
         image.load_image(path.read_bytes())
 
 
+def test_image_over_the_bomb_limit_is_refused_before_decoding(monkeypatch):
+    """Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS and decodes anyway; found by
+    tests/fuzz (atheris, image): a 142-byte TIFF of 2 x 50,397,751 pixels took over 2 GB."""
+    import base64
+    import io
+    import PIL.Image
+    from vlcache_native.image import ImageError, load_image
+    tiff = base64.b64decode(
+        "SUkqAAgAAAAJAAABBAABAAAAAgAAAAEBBAABAAAANwIBAwABAAAAEAAAAAMBAwABAAAAAQAAAAYBAwYBAwABAAAAAQAAABEB"
+        "BAABAAAAegAAABYBBAABAAAABQAAABcBBAABAAAAFAChABwBAwABAAAAAQAAAAAAAAASAFQATACLAFYAnAB0AMUAqgD6AA==")
+    with pytest.raises(ImageError, match="MAX_IMAGE_PIXELS"):
+        load_image(tiff)
+    png = io.BytesIO()
+    PIL.Image.new("RGB", (20, 10)).save(png, "PNG")
+    assert load_image(png.getvalue()).size == (20, 10)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 150)  # 200 pixels: between 1x and 2x
+    with pytest.raises(ImageError, match="200 pixels, more than PIL.Image.MAX_IMAGE_PIXELS = 150"):
+        load_image(png.getvalue())
+
+
 def test_alignment_smaller_than_the_types_need(tiny_gguf, tmp_path):
     p = Parts(tiny_gguf)                     # f32 tensors: 4-byte alignment needed
     for align in (1, 2):
