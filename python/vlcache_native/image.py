@@ -230,6 +230,9 @@ def _resize(image: np.ndarray, hw: tuple[int, int], resample: int) -> np.ndarray
     h, w = int(hw[0]), int(hw[1])
     if h <= 0 or w <= 0:
         raise ImageError(f"resize to {h}x{w}: the image is too thin for this processor")
+    if h * w > (PIL.Image.MAX_IMAGE_PIXELS or 2**31):  # an extreme aspect ratio, scaled up by its short side
+        raise ImageError(f"a {image.shape[1]}x{image.shape[0]} image would be resized to {w}x{h}: "
+                         f"its aspect ratio is too extreme for this processor")
     pil = PIL.Image.fromarray(np.ascontiguousarray(image))
     return np.asarray(pil.resize((w, h), resample=resample, reducing_gap=None))
 

@@ -353,6 +353,18 @@ def test_image_over_the_bomb_limit_is_refused_before_decoding(monkeypatch):
         load_image(png.getvalue())
 
 
+def test_extreme_aspect_ratio_is_refused_before_the_resize():
+    """Found by tests/fuzz (atheris, image): a 1-pixel-wide picture under the pixel limit,
+    scaled up by its short side, asked Pillow for a resize of hundreds of millions of
+    pixels (MemoryError). The processor now refuses it; an ordinary picture still runs."""
+    from vlcache_native.image import ImageError, ImageProcessor
+    proc = ImageProcessor()
+    thin = np.zeros((400_000, 1, 3), np.uint8)  # 400k x 1 -> would be 134M x 336
+    with pytest.raises(ImageError, match="aspect ratio is too extreme"):
+        proc(thin)
+    assert proc(np.zeros((40, 30, 3), np.uint8)).pixels.shape[-1] > 0
+
+
 def test_alignment_smaller_than_the_types_need(tiny_gguf, tmp_path):
     p = Parts(tiny_gguf)                     # f32 tensors: 4-byte alignment needed
     for align in (1, 2):
