@@ -61,6 +61,7 @@ struct vlc_text_state {
     vlc_attn_seq *    seqs;        // host, [B] the sequences of a step
     float *           probe;       // host, [C] a chunk's last row of x, read back after each stage
     int32_t           bad_stage;   // first stage whose probe was not finite: -1 none, 0 input, l + 1 layer l
+    int32_t           probing;     // set only while a failed call is run again to find bad_stage
     int               has_logits;
 };
 
@@ -264,9 +265,10 @@ int64_t vlc_first_nonfinite(const float * x, int64_t n) {
 }
 
 // Notes in st->bad_stage the first stage of this call (0 the input, l + 1 layer l) after
-// which the chunk's last row is not finite: one row of C read back, the cost of a norm.
+// which the chunk's last row is not finite: one row of C read back. Only while probing (a
+// call whose logits were not finite, run again to say where), so a good call pays nothing.
 static void probe_last_row(vlc_text_state * st, int32_t T, int32_t stage) {
-    if (st->bad_stage >= 0) {
+    if (!st->probing || st->bad_stage >= 0) {
         return;
     }
     const int64_t C = st->m->hp.n_embd;
@@ -390,7 +392,6 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
     const int32_t first   = n_out > 0 ? n - n_out : n - 1;  // first row whose logits are computed
     const int32_t p0      = st->n_past;
     st->has_logits        = 0;
-    st->bad_stage         = -1;
     for (int32_t c0 = 0; c0 < n; c0 += st->n_batch) {
         const int32_t T  = n - c0 < st->n_batch ? n - c0 : st->n_batch;
         const int32_t lo = first > c0 ? first - c0 : 0;  // chunk-local first row with logits
@@ -410,6 +411,15 @@ vlc_status vlc_text_forward(vlc_text_state * st, const int32_t * tokens, const f
             continue;
         }
         const double value = n_out > 0 ? logits_out[(int64_t) (i - first) * V + bad] : st->logits[bad];
+        // run the call again without logits, probing each stage, to name where it went wrong
+        vlc_text_state_rewind(st, p0);
+        st->probing   = 1;
+        st->bad_stage = -1;
+        for (int32_t c0 = 0; c0 < n; c0 += st->n_batch) {
+            const int32_t T = n - c0 < st->n_batch ? n - c0 : st->n_batch;
+            forward_chunk(st, tokens ? tokens + c0 : NULL, embd ? embd + (int64_t) c0 * hp->n_embd : NULL, T, T, NULL);
+        }
+        st->probing = 0;
         vlc_text_state_rewind(st, p0);
         char input[48], stage[96];
         if (tokens) {
