@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The main job, end to end, with nothing to download.
 
-By default it loads the shipped demo VLM (models/shapes-llava-q8_0.gguf, a 5.8M-parameter
+By default it loads the shipped demo VLM (models/shapes-llava-q8_0.gguf, a 5.7M-parameter
 LLaVA-1.5 trained by tools/train_demo_vlm.py on the synthetic shapes world of
 tools/shapes_world.py), draws a fresh scene, asks questions about it (one picture, then
 several pictures in one prompt) and prints each answer beside the truth, with the whole KV

@@ -419,7 +419,10 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         route = [(a + i - 1, [int(img[pic][j]) for pic, cell, slot in keys for j in _patches(cell, slot)])
                  for (a, b), look in zip(spans, looks) if look
                  for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1])]
-        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic)), route))
+        numbers = [max(j for j in range(int(rows_[0])) if enc.word_kinds.get(ids[j]) == "digit")
+                   for rows_ in img] if n_pic > 1 else []
+        route_pictures = [(int(p), [d]) for rows_, d in zip(img, numbers) for p in rows_]
+        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic)), route, route_pictures))
         scenes += sc
     groups = []
     for lo, hi in ((1, 1), (2, 4), (5, 8)):
@@ -430,18 +433,21 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         ids = torch.full((len(rows), T), enc.eos, dtype=torch.long)
         lab = torch.full((len(rows), T), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, (a, b, _, _) in enumerate(rows):
+        for i, (a, b, *_) in enumerate(rows):
             ids[i, :len(a)] = torch.tensor(a)
             lab[i, :len(b)] = torch.tensor(b)
             mask[i, :len(a)] = 1
         groups.append(dict(input_ids=ids, attention_mask=mask, labels=lab,
                            pictures=[p for r in rows for p in r[2]],
-                           route=[(i, q, k) for i, r in enumerate(rows) for q, k in r[3]]))
+                           route=[(i, q, k) for i, r in enumerate(rows) for q, k in r[3]],
+                           route_pictures=[(i, q, k) for i, r in enumerate(rows) for q, k in r[4]]))
     return groups, scenes
 
 
-# The attention heads the routing loss supervises: (layer, head).
+# The attention heads the routing loss supervises, (layer, head): from the answers to the
+# image rows they are read from, and from each image row to its picture's number.
 ROUTE_HEADS = ((3, 0), (4, 1))
+PICTURE_HEADS = ((1, 3),)
 
 
 class Router:
@@ -452,11 +458,13 @@ class Router:
     finding the right object among several, from the question's words, is what it learns
     slowly (runs 6-8), so that is what this supervises. Only those two heads' scores are
     recomputed, from their layers' inputs (kept by a forward hook), so the rest of the model
-    keeps its fast attention."""
+    keeps its fast attention. With several pictures, PICTURE_HEADS learn the same way to look
+    from every image row to its picture's number ("Picture 3:"), which questions about
+    picture k and "Which picture has ..." need and no row can see otherwise."""
 
     def __init__(self, model):
         self.seen = {}
-        for layer, _ in ROUTE_HEADS:
+        for layer in sorted({layer for layer, _ in ROUTE_HEADS + PICTURE_HEADS}):
             attn = model.model.language_model.layers[layer].self_attn
             attn.register_forward_hook(self._keep(layer), with_kwargs=True)
 
@@ -466,7 +474,7 @@ class Router:
             self.seen[layer] = (module, h, kwargs["position_embeddings"])
         return hook
 
-    def loss(self, route):
+    def loss(self, route, heads=ROUTE_HEADS):
         """The routing loss of the last forward: route is [(row, query position, key positions)]."""
         import torch
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -474,7 +482,7 @@ class Router:
         for b, qpos, kpos in route:
             by_row.setdefault(b, []).append((qpos, kpos))
         total = 0.0
-        for layer, head in ROUTE_HEADS:
+        for layer, head in heads:
             attn, h, (cos, sin) = self.seen[layer]
             B, T, d = h.shape[0], h.shape[1], attn.head_dim
             kv = head // attn.num_key_value_groups
@@ -490,7 +498,7 @@ class Router:
                 s = s.masked_fill(torch.arange(T)[None, :] > qi[:, None], float("-inf"))
                 mass = (s.softmax(-1) * want).sum(-1)
                 total = total - torch.log(mass + 1e-6).sum()
-        return total / (len(route) * len(ROUTE_HEADS))
+        return total / (len(route) * len(heads))
 
 
 def vision_share(step: int, teacher_steps: int, anneal_steps: int) -> float:
@@ -541,6 +549,8 @@ def lm_loss(model, enc: Encoder, groups, rows, weights, router=None, own=None):
         n += float(w.sum())
         if router is not None and g["route"]:
             route = route + router.loss(g["route"]) / len(groups)
+        if router is not None and g["route_pictures"]:
+            route = route + router.loss(g["route_pictures"], PICTURE_HEADS) / len(groups)
         if own is not None:
             hi = h[g["input_ids"] == enc.image_id]
             row_words = row_words + F.cross_entropy(model.lm_head(hi), own[g["pictures"]].reshape(-1)) / len(groups)
