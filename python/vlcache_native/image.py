@@ -121,9 +121,13 @@ def _decode(data, source: str) -> PIL.Image.Image:
                 f"PIL.Image.MAX_IMAGE_PIXELS = {limit}")
         image.load()
         return PIL.ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, EOFError, PIL.Image.DecompressionBombError) as e:
-        # UnidentifiedImageError is an OSError; truncated data raises OSError from load()
-        raise ImageError(f"cannot decode image {source}: {e}") from None
+    except MemoryError:
+        raise
+    except Exception as e:
+        # Pillow's decoders raise more than OSError on corrupt data (UnidentifiedImageError
+        # and truncation are OSErrors, but a TIFF whose strip offset is a DOUBLE raises
+        # TypeError from load(): found by tests/fuzz); whatever the bytes do, it is this
+        raise ImageError(f"cannot decode image {source}: {type(e).__name__}: {e}") from None
 
 
 def load_image(image: Any) -> PIL.Image.Image:

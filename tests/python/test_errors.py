@@ -353,6 +353,18 @@ def test_image_over_the_bomb_limit_is_refused_before_decoding(monkeypatch):
         load_image(png.getvalue())
 
 
+def test_corrupt_tiff_that_pillow_fails_with_a_type_error():
+    """Found by tests/fuzz (atheris, image): a TIFF whose strip offsets are stored as DOUBLE
+    made Pillow's load() raise TypeError, which escaped as a non-VlcacheError."""
+    import base64
+    from vlcache_native.image import ImageError, load_image
+    tiff = base64.b64decode(
+        "SUkqAAgAAAAJAAABBAABAAAAAgAAAAEBBAABAAAABQAAAAIBAwABAAAAEAAAAAMBAwABAAAAAQAAAAYBAwABAAAAAQAAABEB"
+        "DAABAAAAegAAABYBBAABAAAABQAAABcBBAABAAAAFAAAABwBAwABAAAAAQAAAAAAAAASAFQATACLAFYAnAB0AMUAqgD6AA==")
+    with pytest.raises(ImageError, match="cannot decode image from 142 bytes: TypeError"):
+        load_image(tiff)
+
+
 def test_extreme_aspect_ratio_is_refused_before_the_resize():
     """Found by tests/fuzz (atheris, image): a 1-pixel-wide picture under the pixel limit,
     scaled up by its short side, asked Pillow for a resize of hundreds of millions of
