@@ -405,8 +405,9 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
     scenes): the conversations padded into groups of similar length (one-picture, 2-4 and
     5-8 pictures, so little compute goes to padding), each group a dict of input_ids,
     attention_mask, labels, ``pictures`` (indices into ``scenes``, in image order) and
-    ``route``: (row, positions whose next token is an answer's, the image rows that answer
-    is read from) for route_loss."""
+    ``route`` / ``route_pictures``: [(row, query position, key positions)] for Router.loss:
+    the position before each answer token read from a picture and the image rows it is read
+    from (answer_routes); each image row and its picture's number, with several pictures."""
     import torch
     rng = random.Random(seed * 1_000_003 + step)
     scenes, convs = [], []
@@ -458,12 +459,13 @@ class Router:
     finding the right object among several, from the question's words, is what it learns
     slowly (runs 6-8), so that is what this supervises. Only those two heads' scores are
     recomputed, from their layers' inputs (kept by a forward hook), so the rest of the model
-    keeps its fast attention. With several pictures, PICTURE_HEADS learn the same way to look
-    from every image row to its picture's number ("Picture 3:"), which questions about
-    picture k and "Which picture has ..." need and no row can see otherwise."""
+    keeps its fast attention. With several pictures and ``--route-pictures``, PICTURE_HEADS
+    learn the same way to look from every image row to its picture's number ("Picture 3:"),
+    which questions about picture k and "Which picture has ..." need and no row can see
+    otherwise (tried in run 13's k6; not in the shipped model's recipe)."""
 
-    def __init__(self, model):
-        self.seen = {}
+    def __init__(self, model, pictures: float = 0.0):
+        self.seen, self.pictures = {}, pictures  # pictures: the weight of PICTURE_HEADS' loss
         for layer in sorted({layer for layer, _ in ROUTE_HEADS + PICTURE_HEADS}):
             attn = model.model.language_model.layers[layer].self_attn
             attn.register_forward_hook(self._keep(layer), with_kwargs=True)
@@ -549,8 +551,8 @@ def lm_loss(model, enc: Encoder, groups, rows, weights, router=None, own=None):
         n += float(w.sum())
         if router is not None and g["route"]:
             route = route + router.loss(g["route"]) / len(groups)
-        if router is not None and g["route_pictures"]:
-            route = route + router.loss(g["route_pictures"], PICTURE_HEADS) / len(groups)
+        if router is not None and router.pictures and g["route_pictures"]:
+            route = route + router.pictures * router.loss(g["route_pictures"], PICTURE_HEADS) / len(groups)
         if own is not None:
             hi = h[g["input_ids"] == enc.image_id]
             row_words = row_words + F.cross_entropy(model.lm_head(hi), own[g["pictures"]].reshape(-1)) / len(groups)
@@ -626,7 +628,7 @@ def train(args) -> Path:
     if args.tie:  # the LM head is the token embedding while training; exported untied (a copy)
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     rows = Rows(model, tok)
-    router = Router(model) if args.route > 0 else None
+    router = Router(model, args.route_pictures) if args.route > 0 else None
     # Two gradient clips: the vision losses' gradients are far larger than the language
     # model's, and one global clip would scale the language model's updates down with them.
     lm_params = (list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
@@ -765,6 +767,8 @@ def main(argv=None) -> int:
                     help="steps over which it moves from the teacher rows to the projector's")
     ap.add_argument("--route", type=float, default=1.0,
                     help="weight of the training-only loss that supervises where ROUTE_HEADS attend (Router)")
+    ap.add_argument("--route-pictures", type=float, default=0.0,
+                    help="weight (relative to --route) of the loss on PICTURE_HEADS (Router; run 13's k6)")
     ap.add_argument("--row-words", type=float, default=1.0,
                     help="weight of the training-only loss asking each image row's output for its own word (lm_loss)")
     ap.add_argument("--tie", action="store_true", help="train with the LM head tied to the token embedding")
