@@ -149,7 +149,6 @@ class Rows:
             name: torch.nn.Parameter(torch.randn(n, H) * 0.02) for name, n in
             (("shape", len(W.SHAPES) + 1), ("colour", len(W.COLOURS) + 1), ("cell", W.GRID * W.GRID),
              ("slot", len(SLOTS)))})
-        self.patch_cell = PATCH_CELL
         self.vocab = W.SHAPES + tuple(W.COLOURS) + W.SIZES + W.PLACES + (FILLER,)
         ids = [tok.encode(w, add_special_tokens=False) for w in self.vocab[:-1]]
         ids.append([tok.convert_tokens_to_ids(FILLER)])
@@ -184,11 +183,14 @@ class Rows:
                 out.append(FILLER if o is None else getattr(o, SLOTS[slot]))
         return out
 
-    def own_ids(self, scenes):
-        """[P, 36]: the token each patch's word starts with (row_word_loss's targets)."""
+    def word_index(self, scenes):
+        """[P, 36]: each patch's word, as an index into self.vocab."""
         import torch
-        first = self.pieces[:, 0]
-        return torch.stack([first[[self.index[w] for w in self.words(sc)]] for sc in scenes])
+        return torch.tensor([[self.index[w] for w in self.words(sc)] for sc in scenes])
+
+    def own_ids(self, scenes):
+        """[P, 36]: the token each patch's word starts with (the row-word loss's targets)."""
+        return self.pieces[:, 0][self.word_index(scenes)]
 
     def teacher(self, scenes):
         """[P, 36, H]: each patch's word embedding (a two-word place: the sum of both) plus
@@ -197,7 +199,7 @@ class Rows:
         emb = self.embed.weight
         ok = self.pieces >= 0
         table = (emb[self.pieces.clamp(min=0)] * ok.unsqueeze(-1)).sum(1)
-        idx = torch.tensor([[self.index[w] for w in self.words(sc)] for sc in scenes])
+        idx = self.word_index(scenes)
         attrs = np.zeros((len(scenes), W.GRID * W.GRID, 2), np.int64)
         for i, sc in enumerate(scenes):
             for o in sc.objects:
@@ -209,14 +211,14 @@ class Rows:
 
     def targets(self, scenes):
         import torch
-        t = np.zeros((len(scenes), len(self.patch_cell), 4), np.int64)
+        t = np.zeros((len(scenes), len(PATCH_CELL), 4), np.int64)
         for i, sc in enumerate(scenes):
             attrs = np.zeros((W.GRID * W.GRID, 3), np.int64)
             for o in sc.objects:
                 attrs[o.cell] = (W.SHAPES.index(o.shape) + 1, list(W.COLOURS).index(o.colour) + 1,
                                  W.SIZES.index(o.size) + 1)
-            t[i, :, 0] = self.patch_cell
-            t[i, :, 1:] = attrs[self.patch_cell]
+            t[i, :, 0] = PATCH_CELL
+            t[i, :, 1:] = attrs[PATCH_CELL]
         return torch.from_numpy(t)
 
     def loss(self, scenes, feat, rows, teacher):
@@ -466,7 +468,7 @@ class Router:
 
     def __init__(self, model, pictures: float = 0.0):
         self.seen, self.pictures = {}, pictures  # pictures: the weight of PICTURE_HEADS' loss
-        for layer in sorted({layer for layer, _ in ROUTE_HEADS + PICTURE_HEADS}):
+        for layer in sorted({layer for layer, _ in ROUTE_HEADS + (PICTURE_HEADS if pictures else ())}):
             attn = model.model.language_model.layers[layer].self_attn
             attn.register_forward_hook(self._keep(layer), with_kwargs=True)
 

@@ -8,7 +8,6 @@ larger sets (tools/eval_kv.py).
 """
 
 import random
-from pathlib import Path
 
 import pytest
 
