@@ -277,6 +277,14 @@ class Encoder:
         self.is_are = {one("is"), one("are")}
         self.space = tok.convert_tokens_to_ids("\u2581")
 
+    def name_ids(self, look, numbers: bool = False) -> set:
+        """The token ids that name the objects of ``look`` ([(picture, object)]): their shapes
+        (singular and plural) and colours, every piece of each word but a lone space; with
+        ``numbers``, their pictures' numbers too ("In picture *3*, ...")."""
+        words = {w for _, o in look for w in (o.shape, W.PLURAL[o.shape], o.colour)}
+        words |= {str(pic + 1) for pic, _ in look} if numbers else set()
+        return {i for w in words for i in self.tok.encode(" " + w, add_special_tokens=False)} - {self.space}
+
     def ids(self, text: str) -> list:
         out = []
         for t in self.tok(text)["input_ids"]:
@@ -401,15 +409,16 @@ def max_objects_at(step: int, few_objects: tuple) -> int:
 
 
 def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_steps: int = 0,
-               few_objects: tuple = (0, 0)):
+               few_objects: tuple = (0, 0), subject_numbers: bool = False):
     """Step ``step``'s data: conversations of 3-12 turns about 1 picture (40%, or all during
     the one-picture curriculum) or 2-8 pictures, until ``tokens`` tokens. Returns (groups,
     scenes): the conversations padded into groups of similar length (one-picture, 2-4 and
     5-8 pictures, so little compute goes to padding), each group a dict of input_ids,
     attention_mask, labels, ``pictures`` (indices into ``scenes``, in image order) and
-    ``route`` / ``route_pictures``: [(row, query position, key positions)] for Router.loss:
+    ``route`` / ``route_pictures`` / ``subject``: [(row, query position, key positions)] for Router.loss:
     the position before each answer token read from a picture and the image rows it is read
-    from (answer_routes); each image row and its picture's number, with several pictures."""
+    from (answer_routes); each image row and its picture's number, with several pictures; the
+    same answer positions and the words of their turn that name the objects (Encoder.name_ids)."""
     import torch
     rng = random.Random(seed * 1_000_003 + step)
     scenes, convs = [], []
@@ -419,13 +428,19 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         spans = []
         ids, lab = enc.turns(header, qa, spans)
         img = np.flatnonzero(np.array(ids) == enc.image_id).reshape(n_pic, N_IMAGE_TOKENS)
-        route = [(a + i - 1, [int(img[pic][j]) for pic, cell, slot in keys for j in _patches(cell, slot)])
-                 for (a, b), look in zip(spans, looks) if look
-                 for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1])]
+        route, subject, start = [], [], int(img[-1, -1]) + 1
+        for (a, b), look in zip(spans, looks):
+            names = enc.name_ids(look, subject_numbers and n_pic > 1) if look and enc.shows not in ids[a:b] else set()
+            for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1]) if look else []:
+                route.append((a + i - 1, [int(img[pic][j]) for pic, cell, slot in keys for j in _patches(cell, slot)]))
+                said = [j for j in range(start, a + i) if ids[j] in names]  # this turn's words naming them
+                if said:
+                    subject.append((a + i - 1, said))
+            start = b
         numbers = [max(j for j in range(int(rows_[0])) if enc.word_kinds.get(ids[j]) == "digit")
                    for rows_ in img] if n_pic > 1 else []
         route_pictures = [(int(p), [d]) for rows_, d in zip(img, numbers) for p in rows_]
-        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic)), route, route_pictures))
+        convs.append((ids, lab, list(range(len(scenes), len(scenes) + n_pic)), route, route_pictures, subject))
         scenes += sc
     groups = []
     for lo, hi in ((1, 1), (2, 4), (5, 8)):
@@ -443,7 +458,8 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         groups.append(dict(input_ids=ids, attention_mask=mask, labels=lab,
                            pictures=[p for r in rows for p in r[2]],
                            route=[(i, q, k) for i, r in enumerate(rows) for q, k in r[3]],
-                           route_pictures=[(i, q, k) for i, r in enumerate(rows) for q, k in r[4]]))
+                           route_pictures=[(i, q, k) for i, r in enumerate(rows) for q, k in r[4]],
+                           subject=[(i, q, k) for i, r in enumerate(rows) for q, k in r[5]]))
     return groups, scenes
 
 
@@ -451,6 +467,9 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
 # image rows they are read from, and from each image row to its picture's number.
 ROUTE_HEADS = ((3, 0), (4, 1))
 PICTURE_HEADS = ((1, 3),)
+# From the answers to the words of their turn that name the object ("What colour is the
+# *star*?"): two heads that attended to the first tokens only in the shipped run (k5).
+SUBJECT_HEADS = ((1, 0), (1, 1))
 
 
 class Router:
@@ -464,11 +483,18 @@ class Router:
     keeps its fast attention. With several pictures and ``--route-pictures``, PICTURE_HEADS
     learn the same way to look from every image row to its picture's number ("Picture 3:"),
     which questions about picture k and "Which picture has ..." need and no row can see
-    otherwise (tried in run 13's k6; not in the shipped model's recipe)."""
+    otherwise (tried in run 13's k6; not in the shipped model's recipe). With ``--subject``,
+    SUBJECT_HEADS learn to look from the same answer positions at the words of their turn
+    that name the object (its shape and colour; with ``--subject-numbers`` its picture's
+    number), so that the query of a routed head holds what it has to match: without it
+    (run 13) the routed heads spread their attention evenly over the rows of that slot of
+    every object, whatever the question named."""
 
-    def __init__(self, model, pictures: float = 0.0):
-        self.seen, self.pictures = {}, pictures  # pictures: the weight of PICTURE_HEADS' loss
-        for layer in sorted({layer for layer, _ in ROUTE_HEADS + (PICTURE_HEADS if pictures else ())}):
+    def __init__(self, model, pictures: float = 0.0, subject: float = 0.0):
+        # the weights of PICTURE_HEADS' and SUBJECT_HEADS' losses, relative to ROUTE_HEADS'
+        self.seen, self.pictures, self.subject = {}, pictures, subject
+        heads = ROUTE_HEADS + (PICTURE_HEADS if pictures else ()) + (SUBJECT_HEADS if subject else ())
+        for layer in sorted({layer for layer, _ in heads}):
             attn = model.model.language_model.layers[layer].self_attn
             attn.register_forward_hook(self._keep(layer), with_kwargs=True)
 
@@ -555,6 +581,8 @@ def lm_loss(model, enc: Encoder, groups, rows, weights, router=None, own=None):
             route = route + router.loss(g["route"]) / len(groups)
         if router is not None and router.pictures and g["route_pictures"]:
             route = route + router.pictures * router.loss(g["route_pictures"], PICTURE_HEADS) / len(groups)
+        if router is not None and router.subject and g["subject"]:
+            route = route + router.subject * router.loss(g["subject"], SUBJECT_HEADS) / len(groups)
         if own is not None:
             hi = h[g["input_ids"] == enc.image_id]
             row_words = row_words + F.cross_entropy(model.lm_head(hi), own[g["pictures"]].reshape(-1)) / len(groups)
@@ -630,7 +658,7 @@ def train(args) -> Path:
     if args.tie:  # the LM head is the token embedding while training; exported untied (a copy)
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     rows = Rows(model, tok)
-    router = Router(model, args.route_pictures) if args.route > 0 else None
+    router = Router(model, args.route_pictures, args.subject) if args.route > 0 else None
     # Two gradient clips: the vision losses' gradients are far larger than the language
     # model's, and one global clip would scale the language model's updates down with them.
     lm_params = (list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
@@ -666,7 +694,8 @@ def train(args) -> Path:
     t0, ema = time.time(), None
     stop = min(args.steps, args.stop_at or args.steps)
     while step < stop:
-        groups, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps, args.few_objects)
+        groups, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps, args.few_objects,
+                                    args.subject_numbers)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         teach = rows.teacher(scenes)
@@ -771,6 +800,10 @@ def main(argv=None) -> int:
                     help="weight of the training-only loss that supervises where ROUTE_HEADS attend (Router)")
     ap.add_argument("--route-pictures", type=float, default=0.0,
                     help="weight (relative to --route) of the loss on PICTURE_HEADS (Router; run 13's k6)")
+    ap.add_argument("--subject", type=float, default=0.0,
+                    help="weight (relative to --route) of the loss on SUBJECT_HEADS (Router; run 14)")
+    ap.add_argument("--subject-numbers", action="store_true",
+                    help="SUBJECT_HEADS look at the picture's number too, with several pictures (run 14)")
     ap.add_argument("--row-words", type=float, default=1.0,
                     help="weight of the training-only loss asking each image row's output for its own word (lm_loss)")
     ap.add_argument("--tie", action="store_true", help="train with the LM head tied to the token embedding")

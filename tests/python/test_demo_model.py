@@ -160,3 +160,30 @@ def test_demo_prints_answers_beside_the_truth(capsys, tmp_path, model_path):
     truths = re.findall(r"truth  +(.*)", out)
     assert truths[0].startswith("The picture shows") and len(truths) == 8
     assert (tmp_path / "scene.png").is_file() and (tmp_path / "picture6.png").is_file()
+
+
+# ---- the trainer's training-only supervision
+
+def test_subject_routes_point_at_the_words_naming_the_object(demo_gguf):
+    """SUBJECT_HEADS are asked to look, from each answer position read from a picture, at the
+    words of that turn naming the object: never at an image row, never past the position,
+    and (with --subject-numbers) at the picture's number too."""
+    from transformers import AutoTokenizer
+    T = load_tool("train_demo_vlm")
+    tok = AutoTokenizer.from_pretrained(str(demo_gguf.parent / "hf"))
+    enc = T.Encoder(tok)
+    shapes = {i for s in W.SHAPES for w in (s, W.PLURAL[s]) for i in tok.encode(" " + w, add_special_tokens=False)}
+    digits = {tok.convert_tokens_to_ids(str(d)) for d in range(1, 9)}
+    for numbers in (False, True):
+        groups, _ = T.make_batch(enc, 0, 2000, 1536, subject_numbers=numbers)
+        assert sum(len(g["subject"]) for g in groups) > 0
+        said_digit = False
+        for g in groups:
+            ids = g["input_ids"]
+            routed = {(b, q) for b, q, _ in g["route"]}
+            for b, q, keys in g["subject"]:
+                assert (b, q) in routed
+                assert all(k <= q and int(ids[b, k]) != enc.image_id for k in keys)
+                assert any(int(ids[b, k]) in shapes for k in keys)
+                said_digit |= any(int(ids[b, k]) in digits for k in keys)
+        assert said_digit == numbers
