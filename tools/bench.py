@@ -386,7 +386,7 @@ def compare(args, paths: list[Path]) -> int:
         facts = gguf_facts(path)
         label = qtype or facts["type"]
         n_ctx = args.depth + max(args.prompt, args.gen) + 8
-        with vc.Model(path, n_ctx=n_ctx) as model:
+        with vc.Model(path, n_ctx=n_ctx, use_mmap=not args.no_mmap) as model:
             for t in threads:
                 ours, theirs = [], []
                 with model.session(n_ctx=n_ctx, n_threads=t) as s:
@@ -443,6 +443,7 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=0, help="side by side: cached tokens before pp / tg (llama-bench -d)")
     ap.add_argument("--bw-mib", type=int, default=1024, help="array size of the bandwidth measurement")
     ap.add_argument("--bw-reps", type=int, default=5, help="bandwidth: best of this many")
+    ap.add_argument("--no-mmap", action="store_true", help="load with use_mmap=False (weights read into memory)")
     ap.add_argument("--json", help="side by side: also write the results here")
     args = ap.parse_args(argv)
 
@@ -458,7 +459,7 @@ def main(argv=None) -> int:
     import vlcache_native as vc
 
     for path in paths:
-        with vc.Model(path, n_ctx=args.prompt + args.gen + 8) as model:
+        with vc.Model(path, n_ctx=args.prompt + args.gen + 8, use_mmap=not args.no_mmap) as model:
             print(f"model: {path.name}  {model.n_params / 1e9:.2f}B params  {vc.build_info()}")
             rows = [bench(model, int(t), args.prompt, args.gen, args.reps) for t in args.threads.split(",")]
         print(f"\n| threads | prefill tok/s (pp{args.prompt}) | decode tok/s (tg{args.gen}) | TTFT ms | KV MiB | peak RSS MiB |")

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 // VLC_CDEF_BEGIN
-#define VLC_ABI_VERSION 6
+#define VLC_ABI_VERSION 7
 
 typedef enum vlc_status {
     VLC_STATUS_OK               =  0,
@@ -84,6 +84,9 @@ typedef struct vlc_model_params {
     const char * mmproj_path; // llama.cpp "mmproj" GGUF holding the vision tower; NULL = none
                               // (a file from our converter carries its vision tower itself)
     int32_t vocab_only;       // 1 = load only the tokenizer (no weights are bound)
+    int32_t no_mmap;          // 1 = read the files into anonymous memory (2 MiB aligned, with
+                              // transparent huge pages asked for) instead of mapping them
+                              // (llama.cpp's --no-mmap); 0 (default) = mmap
 } vlc_model_params;
 
 typedef struct vlc_session_params {

@@ -93,7 +93,7 @@ static void free_meta_strs(char ** strs, const vlc_gguf * g) {
 
 // Opens and binds everything a model needs; on failure the caller frees m.
 static vlc_status load_parts(vlc_model * m, const char * path, const vlc_model_params * p) {
-    VLC_TRY(vlc_gguf_open(path, &m->gguf));
+    VLC_TRY(vlc_gguf_open_file(path, !p->no_mmap, &m->gguf));
     VLC_TRY(copy_meta_strs(m->gguf, &m->meta_strs));
     VLC_TRY(vlc_vocab_load(m->gguf, &m->vocab));
     if (m->vocab_only) {
@@ -105,7 +105,7 @@ static vlc_status load_parts(vlc_model * m, const char * path, const vlc_model_p
               "'%s': the tokenizer has %d tokens but the model has %d rows of logits", path, n_vocab, m->hp.n_vocab);
     // the vision tower: from a llama.cpp mmproj file, or from our one-file LLaVA
     if (p->mmproj_path) {
-        VLC_TRY(vlc_gguf_open(p->mmproj_path, &m->mmproj));
+        VLC_TRY(vlc_gguf_open_file(p->mmproj_path, !p->no_mmap, &m->mmproj));
         VLC_TRY(copy_meta_strs(m->mmproj, &m->mmproj_strs));
         return vlc_vision_load(m->mmproj, m->hp.n_embd, &m->vision);
     }

@@ -496,7 +496,48 @@ vlc_status vlc_gguf_open_buffer(const void * buf, size_t size, vlc_gguf ** out) 
     return gguf_open_mem(buf ? buf : empty, size, out);
 }
 
+// The whole file read into fresh anonymous memory, 2 MiB aligned so that the kernel can back
+// it with transparent huge pages (fewer TLB misses when decode streams the weights).
+static vlc_status read_whole(int fd, const char * path, size_t size, void ** out, size_t * out_size) {
+    const size_t huge = (size_t) 2 << 20;
+    const size_t len = (size + huge - 1) / huge * huge;
+    uint8_t * raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        return VLC_ERR(VLC_STATUS_OOM, "cannot allocate %zu bytes to read '%s' into", len, path);
+    }
+    uint8_t * buf = (uint8_t *) (((uintptr_t) raw + huge - 1) & ~(uintptr_t) (huge - 1));
+    if (buf > raw) {
+        munmap(raw, (size_t) (buf - raw));
+    }
+    munmap(buf + len, (size_t) (raw + huge - buf)); // the tail past the aligned length
+#ifdef MADV_HUGEPAGE
+    madvise(buf, len, MADV_HUGEPAGE); // a hint: without THP the pages are 4 KiB, no error
+#endif
+    size_t done = 0;
+    while (done < size) {
+        const ssize_t n = pread(fd, buf + done, size - done, (off_t) done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            const int e = n < 0 ? errno : 0;
+            munmap(buf, len);
+            return VLC_ERR(VLC_STATUS_IO, "cannot read '%s' at byte %zu of %zu: %s", path, done, size,
+                           e ? strerror(e) : "the file ended early");
+        }
+        done += (size_t) n;
+    }
+    mprotect(buf, len, PROT_READ); // the weights are never written, as with the mapping
+    *out = buf;
+    *out_size = len;
+    return VLC_STATUS_OK;
+}
+
 vlc_status vlc_gguf_open(const char * path, vlc_gguf ** out) {
+    return vlc_gguf_open_file(path, 1, out);
+}
+
+vlc_status vlc_gguf_open_file(const char * path, int use_mmap, vlc_gguf ** out) {
     VLC_CHECK(out != NULL, VLC_STATUS_INVALID_ARG, "out is NULL");
     *out = NULL;
     VLC_CHECK(path != NULL, VLC_STATUS_INVALID_ARG, "path is NULL");
@@ -524,21 +565,32 @@ vlc_status vlc_gguf_open(const char * path, vlc_gguf ** out) {
         return VLC_ERR(VLC_STATUS_IO, "'%s' is too large to map (%lld bytes)", path, (long long) sb.st_size);
     }
     const size_t size = (size_t) sb.st_size;
-    void * map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    const int e = errno;
-    close(fd); // the mapping keeps the file alive
-    if (map == MAP_FAILED) {
-        return VLC_ERR(VLC_STATUS_IO, "cannot mmap '%s' (%zu bytes): %s", path, size, strerror(e));
+    void * map = NULL;
+    size_t map_size = size;
+    if (use_mmap) {
+        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        const int e = errno;
+        close(fd); // the mapping keeps the file alive
+        if (map == MAP_FAILED) {
+            return VLC_ERR(VLC_STATUS_IO, "cannot mmap '%s' (%zu bytes): %s", path, size, strerror(e));
+        }
+    } else {
+        const vlc_status rs = read_whole(fd, path, size, &map, &map_size);
+        close(fd);
+        if (rs != VLC_STATUS_OK) {
+            return rs;
+        }
     }
 
     vlc_status st = gguf_open_mem(map, size, out);
     if (st != VLC_STATUS_OK) {
-        munmap(map, size);
+        munmap(map, map_size);
         char msg[768];
         snprintf(msg, sizeof(msg), "%s", vlc_last_error());
         return VLC_ERR(st, "'%s': %s", path, msg);
     }
     (*out)->map = map;
+    (*out)->map_size = map_size;
     return VLC_STATUS_OK;
 }
 
@@ -555,7 +607,7 @@ void vlc_gguf_close(vlc_gguf * g) {
     }
     free(g->tensors);
     if (g->map) {
-        munmap(g->map, g->size);
+        munmap(g->map, g->map_size);
     }
     free(g);
 }

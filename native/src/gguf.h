@@ -45,6 +45,7 @@ typedef struct vlc_gguf_tensor {
 
 typedef struct vlc_gguf {
     void *            map;        // mmap base (NULL when reading a caller buffer)
+    size_t            map_size;   // bytes mapped at map (the file's, or rounded up to huge pages)
     size_t            size;       // bytes of the file / buffer
     const uint8_t *   base;       // first byte of the file
     uint32_t          version;
@@ -60,6 +61,9 @@ typedef struct vlc_gguf {
 // bytes, message names the key / tensor / offset), VLC_STATUS_UNSUPPORTED (version,
 // unknown tensor type), VLC_STATUS_OOM. On failure *out is NULL.
 vlc_status vlc_gguf_open(const char * path, vlc_gguf ** out);
+// Same, with use_mmap = 0: the file is read into anonymous memory (2 MiB aligned, with
+// transparent huge pages asked for, then made read-only) instead of being mapped.
+vlc_status vlc_gguf_open_file(const char * path, int use_mmap, vlc_gguf ** out);
 // Same over a caller buffer that must outlive the handle (tests, fuzzing).
 vlc_status vlc_gguf_open_buffer(const void * buf, size_t size, vlc_gguf ** out);
 void       vlc_gguf_close(vlc_gguf * g);

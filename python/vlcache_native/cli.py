@@ -23,6 +23,8 @@ def _model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--mmproj", default=None, help="llama.cpp's vision-tower GGUF, paired with a text GGUF")
     ap.add_argument("-c", "--ctx-size", type=int, default=4096, help="context tokens (KV cache size)")
     ap.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ap.add_argument("--no-mmap", action="store_true",
+                    help="read the weights into memory (huge pages where allowed) instead of mapping the file")
 
 
 def _sampling_args(ap: argparse.ArgumentParser) -> None:
@@ -48,7 +50,7 @@ def _gen_kwargs(a) -> dict:
 def _load(a):
     from .model import Model
     t0 = time.perf_counter()
-    model = Model(a.model, a.mmproj, n_ctx=a.ctx_size, n_threads=a.threads)
+    model = Model(a.model, a.mmproj, n_ctx=a.ctx_size, n_threads=a.threads, use_mmap=not a.no_mmap)
     print(f"loaded {a.model} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return model
 
@@ -120,7 +122,7 @@ def cmd_serve(a) -> int:
     server.serve(a.model, a.mmproj, host=a.host, port=a.port, alias=a.alias, n_ctx=a.ctx_size,
                  n_threads=a.threads, n_parallel=a.parallel, kv_budget=a.kv_budget, kv_policy=a.kv_policy,
                  kv_memory_mib=a.kv_memory, allowed_media=a.allowed_media, max_body_mib=a.max_body_mib,
-                 prefill_chunk=a.prefill_chunk)
+                 prefill_chunk=a.prefill_chunk, use_mmap=not a.no_mmap)
     return 0
 
 

@@ -97,6 +97,9 @@ class Model(NativeObject):
         n_batch: most tokens per prefill chunk (bounds the scratch memory).
         kv_type: "f16" (default) or "f32" KV cache.
         vocab_only: load only the tokenizer.
+        use_mmap: map the files (default); False reads them into memory backed by transparent
+            huge pages where the kernel allows (llama.cpp's --no-mmap): the load takes
+            longer and the weights count as the process's own memory.
         chat_template: "llava-1.5", "llava-1.6-mistral" or "llava-1.6-vicuna"; default: the
             file's vlcache.chat_template, else llava-1.5 for a model with a vision tower.
     """
@@ -106,7 +109,7 @@ class Model(NativeObject):
     @checked_arguments
     def __init__(self, path: str | os.PathLike, mmproj: str | os.PathLike | None = None, *, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512, kv_type: str = "f16", vocab_only: bool = False,
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, use_mmap: bool = True):
         for name, p in (("path", path), ("mmproj", mmproj)):
             if not isinstance(p, (str, os.PathLike)) and not (name == "mmproj" and p is None):
                 raise InvalidTypeError(f"{name}={p!r}, expected a file path")
@@ -121,6 +124,7 @@ class Model(NativeObject):
         params = ffi.new("vlc_model_params *")
         lib.vlc_model_params_init(params)
         params.vocab_only = int(vocab_only)
+        params.no_mmap = int(not use_mmap)
         mmproj_c = ffi.new("char[]", os.fsencode(self.mmproj)) if self.mmproj else ffi.NULL
         params.mmproj_path = mmproj_c
         out = ffi.new("vlc_model **")

@@ -356,8 +356,9 @@ class Server:
     def __init__(self, model_path: str, mmproj: str | None = None, *, alias: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, n_parallel: int = 4, kv_budget: float | None = None,
                  kv_policy: str = "vl-cache", kv_memory_mib: float | None = None, allowed_media: str | None = None,
-                 max_body_mib: float = 64.0, prefill_chunk: int = 256, load_now: bool = False):
-        self.model_path, self.mmproj = model_path, mmproj
+                 max_body_mib: float = 64.0, prefill_chunk: int = 256, use_mmap: bool = True,
+                 load_now: bool = False):
+        self.model_path, self.mmproj, self.use_mmap = model_path, mmproj, use_mmap
         self.alias = alias or os.path.splitext(os.path.basename(model_path))[0]
         self.n_ctx, self.n_threads, self.n_parallel = n_ctx, n_threads, n_parallel
         self.kv_budget, self.kv_policy = kv_budget, kv_policy
@@ -389,7 +390,8 @@ class Server:
     def _load(self) -> None:
         from .model import Model
         try:
-            self.model = Model(self.model_path, self.mmproj, n_ctx=self.n_ctx, n_threads=self.n_threads)
+            self.model = Model(self.model_path, self.mmproj, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                               use_mmap=self.use_mmap)
         except VlcacheError as e:
             self.load_error = str(e)
             return

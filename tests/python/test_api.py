@@ -119,6 +119,20 @@ def test_generate_greedy_is_reproducible_and_matches_manual_loop(tiny_gguf):
         assert out.stats.prompt_tokens == 4 and out.stats.completion_tokens == len(out.tokens)
 
 
+def test_no_mmap_reads_the_same_weights(tiny_gguf, tmp_path):
+    """use_mmap=False reads the file into anonymous memory: the same logits bit for bit,
+    and a truncated file still fails cleanly on that path."""
+    ids = [1, 20, 21, 22]
+    with vc.Model(tiny_gguf, n_ctx=64) as a, vc.Model(tiny_gguf, n_ctx=64, use_mmap=False) as b:
+        with a.session() as sa, b.session() as sb:
+            assert np.array_equal(sa.prefill(ids), sb.prefill(ids))
+            assert np.array_equal(sa.decode(5), sb.decode(5))
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(open(tiny_gguf, "rb").read()[:-100])
+    with pytest.raises(vc.ModelFormatError):
+        vc.Model(cut, use_mmap=False)
+
+
 def test_sampling_seeded_and_streaming_equals_text(tiny_gguf):
     with vc.Model(tiny_gguf, n_ctx=64) as m:
         a = m.generate([1, 30], max_tokens=12, temperature=1.0, top_k=40, top_p=0.9, seed=7)
