@@ -361,12 +361,13 @@ def _patches(cell: int, slot) -> np.ndarray:
     return np.flatnonzero(hit if slot is None else hit & (PATCH_SLOT == slot))
 
 
-def answer_routes(enc: "Encoder", ids: list, look: list, before: int) -> list:
+def answer_routes(enc: "Encoder", ids: list, look: list, before: int, count_verbs: bool = False) -> list:
     """[(i, [(picture, cell, slot)])]: for each token i of an answer (``ids``) that is read
     from a picture, the image rows it is read from (``look``: conversation's objects, with
     their picture index). A size, colour, shape or place word comes from that slot of the
     object it names (in a description: of the k-th object, for the k-th such word); the
-    number of a count from the shape slots of every object counted; "Yes" from the
+    number of a count from the shape slots of every object counted (with ``count_verbs``, the
+    "is" / "are" before it too, which already tells 1 from more); "Yes" from the
     object's colour and shape; the picture number of "Picture 3 has a ..." from the whole
     cell. The rest (the wording, and words copied from the question) is not routed."""
     kinds = enc.word_kinds
@@ -393,6 +394,8 @@ def answer_routes(enc: "Encoder", ids: list, look: list, before: int) -> list:
                         if word in (o.place.split() if kind == "place" else [getattr(o, kind)])]
         elif kind == "digit" and prev in enc.is_are:  # a count
             keys = [(pic, o.cell, SLOTS.index("shape")) for pic, o in look]
+            if count_verbs:  # "is" / "are" says 1 or more first: routed from the same rows
+                out.append((j, keys))
         elif kind == "digit" and ids[0] == enc.picture and j == 0:  # "Picture 3 has a green star."
             keys = [(pic, o.cell, None) for pic, o in look]
         elif kind == "yes":
@@ -409,7 +412,7 @@ def max_objects_at(step: int, few_objects: tuple) -> int:
 
 
 def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_steps: int = 0,
-               few_objects: tuple = (0, 0), subject_numbers: bool = False):
+               few_objects: tuple = (0, 0), subject_numbers: bool = False, count_verbs: bool = False):
     """Step ``step``'s data: conversations of 3-12 turns about 1 picture (40%, or all during
     the one-picture curriculum) or 2-8 pictures, until ``tokens`` tokens. Returns (groups,
     scenes): the conversations padded into groups of similar length (one-picture, 2-4 and
@@ -431,7 +434,7 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         route, subject, start = [], [], int(img[-1, -1]) + 1
         for (a, b), look in zip(spans, looks):
             names = enc.name_ids(look, subject_numbers and n_pic > 1) if look and enc.shows not in ids[a:b] else set()
-            for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1]) if look else []:
+            for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1], count_verbs) if look else []:
                 route.append((a + i - 1, [int(img[pic][j]) for pic, cell, slot in keys for j in _patches(cell, slot)]))
                 said = [j for j in range(start, a + i) if ids[j] in names]  # this turn's words naming them
                 if said:
@@ -695,7 +698,7 @@ def train(args) -> Path:
     stop = min(args.steps, args.stop_at or args.steps)
     while step < stop:
         groups, scenes = make_batch(enc, args.seed, step, args.tokens, args.one_picture_steps, args.few_objects,
-                                    args.subject_numbers)
+                                    args.subject_numbers, args.count_verbs)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         teach = rows.teacher(scenes)
@@ -804,6 +807,8 @@ def main(argv=None) -> int:
                     help="weight (relative to --route) of the loss on SUBJECT_HEADS (Router; run 14)")
     ap.add_argument("--subject-numbers", action="store_true",
                     help="SUBJECT_HEADS look at the picture's number too, with several pictures (run 14)")
+    ap.add_argument("--count-verbs", action="store_true",
+                    help="route a count's 'is' / 'are' too, not only its number (answer_routes; run 14)")
     ap.add_argument("--row-words", type=float, default=1.0,
                     help="weight of the training-only loss asking each image row's output for its own word (lm_loss)")
     ap.add_argument("--tie", action="store_true", help="train with the LM head tied to the token embedding")

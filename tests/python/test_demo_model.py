@@ -187,3 +187,27 @@ def test_subject_routes_point_at_the_words_naming_the_object(demo_gguf):
                 assert any(int(ids[b, k]) in shapes for k in keys)
                 said_digit |= any(int(ids[b, k]) in digits for k in keys)
         assert said_digit == numbers
+
+
+def test_count_verbs_are_routed_from_the_counted_shapes(demo_gguf):
+    """With --count-verbs, the "is" / "are" of "There are 2 squares." is routed from the same
+    rows as its number (the counted objects' shape slots); without, it is not routed."""
+    from transformers import AutoTokenizer
+    T = load_tool("train_demo_vlm")
+    tok = AutoTokenizer.from_pretrained(str(demo_gguf.parent / "hf"))
+    enc = T.Encoder(tok)
+    for on in (False, True):
+        groups, _ = T.make_batch(enc, 0, 2000, 1536, count_verbs=on)
+        verbs = numbers = 0
+        for g in groups:
+            ids = g["input_ids"]
+            keys_at = {(b, q): sorted(k) for b, q, k in g["route"]}
+            for (b, q), keys in keys_at.items():
+                if int(ids[b, q + 1]) in enc.is_are:
+                    verbs += 1
+                    number_at = q + 2 + (int(ids[b, q + 2]) == enc.space)  # after a lone "\u2581"
+                    assert enc.word_kinds.get(int(ids[b, number_at])) == "digit"
+                    assert keys_at[(b, number_at - 1)] == keys
+                elif enc.word_kinds.get(int(ids[b, q + 1])) == "digit" and int(ids[b, q]) in (enc.is_are | {enc.space}):
+                    numbers += 1
+        assert numbers > 0 and (verbs > 0) == on
