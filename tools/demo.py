@@ -256,7 +256,8 @@ def trained_demo(args) -> int:
     single = []
     for k in W.SINGLE_KINDS:  # every kind of question about one picture
         q, a, o = W.single_question(rng, scene, k)
-        single.append(W.Example([scene], k, q, a, target=o, images=[picture]))
+        if all(ex.question != q for ex in single):  # colour / where fall back to a count
+            single.append(W.Example([scene], k, q, a, target=o, images=[picture]))
     scenes = [W.make_scene(rng) for _ in range(args.pictures)]
     pictures = [W.draw_scene(sc) for sc in scenes]
     multi = []

@@ -16,10 +16,11 @@ from conftest import ROOT, load_tool
 W = load_tool("shapes_world")
 MODEL = ROOT / "models" / "shapes-llava-q8_0.gguf"
 SEED = 40_000_000
-# The bar is 90%. The shipped model (run 13 in models/README.md) scores 52.8% (21.1 of
-# 40): this guards that number against regressions of the runtime or the file, and the gap to
-# 90% is an open item of the demo model, not of this test.
-MIN_SCORE = 0.5
+# The bar is 90%. The shipped model (run 14 in models/README.md) scores 74.4% (29.8 of
+# 40): this guards that number against regressions of the runtime or the file (with a margin
+# for answers that turn on near-ties between SIMD levels), and the gap to 90% is an open item
+# of the demo model, not of this test.
+MIN_SCORE = 0.65
 
 
 def questions():
