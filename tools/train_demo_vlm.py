@@ -471,7 +471,7 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
 ROUTE_HEADS = ((3, 0), (4, 1))
 PICTURE_HEADS = ((1, 3),)
 # From the answers to the words of their turn that name the object ("What colour is the
-# *star*?"): two heads that attended to the first tokens only in the shipped run (k5).
+# *star*?"): two heads that attended to the first tokens only in run 13's k5.
 SUBJECT_HEADS = ((1, 0), (1, 1))
 
 
@@ -486,7 +486,7 @@ class Router:
     keeps its fast attention. With several pictures and ``--route-pictures``, PICTURE_HEADS
     learn the same way to look from every image row to its picture's number ("Picture 3:"),
     which questions about picture k and "Which picture has ..." need and no row can see
-    otherwise (tried in run 13's k6; not in the shipped model's recipe). With ``--subject``,
+    otherwise (run 13's k6, and the shipped run 14's k10). With ``--subject``,
     SUBJECT_HEADS learn to look from the same answer positions at the words of their turn
     that name the object (its shape and colour; with ``--subject-numbers`` its picture's
     number), so that the query of a routed head holds what it has to match: without it
@@ -802,7 +802,7 @@ def main(argv=None) -> int:
     ap.add_argument("--route", type=float, default=1.0,
                     help="weight of the training-only loss that supervises where ROUTE_HEADS attend (Router)")
     ap.add_argument("--route-pictures", type=float, default=0.0,
-                    help="weight (relative to --route) of the loss on PICTURE_HEADS (Router; run 13's k6)")
+                    help="weight (relative to --route) of the loss on PICTURE_HEADS (Router; runs 13-14)")
     ap.add_argument("--subject", type=float, default=0.0,
                     help="weight (relative to --route) of the loss on SUBJECT_HEADS (Router; run 14)")
     ap.add_argument("--subject-numbers", action="store_true",
