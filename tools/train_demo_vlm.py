@@ -433,12 +433,13 @@ def make_batch(enc: Encoder, seed: int, step: int, tokens: int, one_picture_step
         img = np.flatnonzero(np.array(ids) == enc.image_id).reshape(n_pic, N_IMAGE_TOKENS)
         route, subject, start = [], [], int(img[-1, -1]) + 1
         for (a, b), look in zip(spans, looks):
-            names = enc.name_ids(look, subject_numbers and n_pic > 1) if look and enc.shows not in ids[a:b] else set()
-            for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1], count_verbs) if look else []:
-                route.append((a + i - 1, [int(img[pic][j]) for pic, cell, slot in keys for j in _patches(cell, slot)]))
-                said = [j for j in range(start, a + i) if ids[j] in names]  # this turn's words naming them
-                if said:
-                    subject.append((a + i - 1, said))
+            if look:
+                names = set() if enc.shows in ids[a:b] else enc.name_ids(look, subject_numbers and n_pic > 1)
+                for i, keys in answer_routes(enc, ids[a:b], look, ids[a - 1], count_verbs):
+                    route.append((a + i - 1, [int(img[pic][j]) for pic, cell, slot in keys for j in _patches(cell, slot)]))
+                    said = [j for j in range(start, a + i) if ids[j] in names]  # this turn's words naming them
+                    if said:
+                        subject.append((a + i - 1, said))
             start = b
         numbers = [max(j for j in range(int(rows_[0])) if enc.word_kinds.get(ids[j]) == "digit")
                    for rows_ in img] if n_pic > 1 else []
@@ -494,10 +495,12 @@ class Router:
     every object, whatever the question named."""
 
     def __init__(self, model, pictures: float = 0.0, subject: float = 0.0):
-        # the weights of PICTURE_HEADS' and SUBJECT_HEADS' losses, relative to ROUTE_HEADS'
-        self.seen, self.pictures, self.subject = {}, pictures, subject
-        heads = ROUTE_HEADS + (PICTURE_HEADS if pictures else ()) + (SUBJECT_HEADS if subject else ())
-        for layer in sorted({layer for layer, _ in heads}):
+        # (make_batch's key, heads, weight relative to ROUTE_HEADS') of each supervised part
+        self.parts = [(key, heads, w) for key, heads, w in (("route", ROUTE_HEADS, 1.0),
+                                                             ("route_pictures", PICTURE_HEADS, pictures),
+                                                             ("subject", SUBJECT_HEADS, subject)) if w]
+        self.seen = {}
+        for layer in sorted({layer for _, heads, _ in self.parts for layer, _ in heads}):
             attn = model.model.language_model.layers[layer].self_attn
             attn.register_forward_hook(self._keep(layer), with_kwargs=True)
 
@@ -506,6 +509,10 @@ class Router:
             h = args[0] if args else kwargs["hidden_states"]
             self.seen[layer] = (module, h, kwargs["position_embeddings"])
         return hook
+
+    def group_loss(self, g) -> float:
+        """The weighted routing losses of the last forward over group ``g`` (make_batch's)."""
+        return sum(w * self.loss(g[key], heads) for key, heads, w in self.parts if g[key])
 
     def loss(self, route, heads=ROUTE_HEADS):
         """The routing loss of the last forward: route is [(row, query position, key positions)]."""
@@ -580,12 +587,8 @@ def lm_loss(model, enc: Encoder, groups, rows, weights, router=None, own=None):
         w = weights[lab.clamp(min=0)] * (lab != -100)
         total = total + (ce * w).sum()
         n += float(w.sum())
-        if router is not None and g["route"]:
-            route = route + router.loss(g["route"]) / len(groups)
-        if router is not None and router.pictures and g["route_pictures"]:
-            route = route + router.pictures * router.loss(g["route_pictures"], PICTURE_HEADS) / len(groups)
-        if router is not None and router.subject and g["subject"]:
-            route = route + router.subject * router.loss(g["subject"], SUBJECT_HEADS) / len(groups)
+        if router is not None:
+            route = route + router.group_loss(g) / len(groups)
         if own is not None:
             hi = h[g["input_ids"] == enc.image_id]
             row_words = row_words + F.cross_entropy(model.lm_head(hi), own[g["pictures"]].reshape(-1)) / len(groups)
